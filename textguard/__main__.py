@@ -1,0 +1,3 @@
+from textguard.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""Inference backends: token ids in, logits out. Nothing here knows about text or thresholds."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from textguard.errors import ModelLoadError
+
+BackendName = Literal["torch", "onnx"]
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
+
+
+class InferenceBackend(Protocol):
+    name: str
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+
+class TorchBackend:
+    """A transformers sequence-classification model, loaded from safetensors only."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, device: str = "cpu", autocast_bf16: bool = False) -> None:
+        import torch
+
+        self._torch = torch
+        self.model = model.to(device).eval()
+        self.device = device
+        self.autocast_bf16 = autocast_bf16
+        # One forward at a time: torch already uses every core for one batch, and concurrent calls
+        # would only fight over the same thread pool.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_directory(cls, directory: Path, device: str = "cpu", autocast_bf16: bool = False) -> TorchBackend:
+        from transformers import AutoModelForSequenceClassification
+
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                directory, use_safetensors=True, trust_remote_code=False
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{directory}: cannot load the model weights: {exc}") from None
+        return cls(model, device=device, autocast_bf16=autocast_bf16)
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            ids = torch.from_numpy(input_ids).to(self.device)
+            mask = torch.from_numpy(attention_mask).to(self.device)
+            device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+            with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+            return logits.float().cpu().numpy()
+
+
+class OnnxBackend:
+    """ONNX Runtime session: no torch import, fast cold start."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, intra_op_threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise ModelLoadError(
+                f"{path} not found: export it first with `textguard export --model {path.parent} --format onnx`"
+            )
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+            raise ModelLoadError(f"{path}: not a loadable ONNX model: {exc}") from None
+        self.input_names = {item.name for item in self.session.get_inputs()}
+        self.path = path
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        (logits,) = self.session.run(["logits"], feeds)
+        return np.asarray(logits, dtype=np.float32)

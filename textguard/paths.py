@@ -1,0 +1,26 @@
+"""Where things live on disk, resolved in one place."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+
+def resources_dir() -> Path:
+    """Data files shipped inside the package (seed set, functional suites, metric modules)."""
+    return Path(str(resources.files("textguard") / "resources"))
+
+
+def project_root() -> Path:
+    """The checkout root when running from a source tree (where configs/ lives), else the cwd."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "configs").is_dir() else Path.cwd()
+
+
+def shared_datasets_dir() -> Path:
+    """The public datasets folder: $TEXTGUARD_SHARED_DATASETS, else ../shared/datasets beside the checkout."""
+    override = os.environ.get("TEXTGUARD_SHARED_DATASETS")
+    if override:
+        return Path(override)
+    return project_root().parent / "shared" / "datasets"

@@ -1,0 +1,117 @@
+"""Tiny randomly initialised encoders with tokenizers trained on the fly.
+
+They exercise the real code paths (BERT/WordPiece and XLM-R/SentencePiece-Unigram, as the multilingual
+production checkpoints use) in tests and smoke runs without any download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from textguard.labels import LABELS, id2label, label2id
+from textguard.text import normalize
+
+TinyArchitecture = Literal["bert", "xlm-roberta"]
+
+
+def _bert_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tokenizer.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+
+
+def _xlmr_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> Any:
+    from tokenizers import SentencePieceUnigramTokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    # Same special-token layout as xlm-roberta-base: <s>=0, <pad>=1, </s>=2, <unk>=3.
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    sentencepiece = SentencePieceUnigramTokenizer()
+    sentencepiece.train_from_iterator(corpus, vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>")
+    backend = sentencepiece._tokenizer
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_max_length=max_length,
+    )
+
+
+def build_tiny_model(
+    architecture: TinyArchitecture,
+    corpus: Iterable[str],
+    *,
+    vocab_size: int = 1000,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    max_length: int = 64,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for a tiny multi-label classifier over the taxonomy."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, XLMRobertaConfig
+    from transformers import XLMRobertaForSequenceClassification
+
+    texts = [normalize(text) for text in corpus]
+    if not texts:
+        raise ValueError("a tiny model needs a non-empty corpus to train its tokenizer")
+    common: dict[str, Any] = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "intermediate_size": hidden_size * 2,
+        "num_labels": len(LABELS),
+        "id2label": dict(id2label),
+        "label2id": dict(label2id),
+        "problem_type": "multi_label_classification",
+    }
+    torch.manual_seed(seed)
+    if architecture == "bert":
+        tokenizer = _bert_tokenizer(texts, vocab_size, max_length)
+        config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max_length, **common)
+        model: Any = BertForSequenceClassification(config)
+    elif architecture == "xlm-roberta":
+        tokenizer = _xlmr_tokenizer(texts, vocab_size, max_length)
+        # XLM-R offsets positions by padding_idx + 1, hence the two extra positions.
+        config = XLMRobertaConfig(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max_length + 2,
+            pad_token_id=tokenizer.pad_token_id,
+            type_vocab_size=1,
+            **common,
+        )
+        model = XLMRobertaForSequenceClassification(config)
+    else:
+        raise ValueError(f"unknown tiny architecture {architecture!r}: choose bert or xlm-roberta")
+    return model, tokenizer
