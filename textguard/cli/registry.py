@@ -1,9 +1,156 @@
-"""CLI commands: promote, export, score (filled in by its owner)."""
+"""CLI commands around trained models: promote (registry aliases), export (ONNX), score (batch files)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
+
+from textguard.errors import ConfigError
+
+TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+
+
+def _use_tracking_uri(tracking_uri: str | None) -> None:
+    # An explicit flag beats the environment for this process; downloads and registry calls read it.
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+
+
+def promote(
+    version: int | None = typer.Option(None, "--version", "-v", help="Model version to point the alias at."),
+    alias: str = typer.Option(..., "--alias", "-a", help="Alias to move, e.g. champion."),
+    run: str | None = typer.Option(
+        None, "--run", help="Run ID that registered the version (instead of, or as a check on, --version)."
+    ),
+    name: str = typer.Option("textguard", "--name", help="Registered model name."),
+    reason: str = typer.Option("manual promotion", "--reason", help="Why; recorded on the model version."),
+    user: str | None = typer.Option(None, "--user", help="Who promotes (default: $USER)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """Point a registry alias at a model version and record who, why and when.
+
+    \b
+    Example:
+      textguard promote --version 3 --alias champion --reason "beats v2 on the functional suite"
+    """
+    from textguard.tracking.registry import promote_alias
+
+    _use_tracking_uri(tracking_uri)
+    promotion = promote_alias(name, alias, version=version, run_id=run, reason=reason, user=user)
+    typer.echo(promotion.describe())
+
+
+def export(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Artefact directory, runs:/<id>/model or models:/<name>@<alias>."
+    ),
+    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    quantize: str | None = typer.Option(None, "--quantize", help="Also write a quantised model: int8."),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
+    exporter: str = typer.Option("dynamo", "--exporter", help="dynamo (torch default) or torchscript."),
+    sample: Path | None = typer.Option(
+        None,
+        "--sample",
+        help="Texts for the parity check (txt/csv/jsonl/parquet with a text column; default: the seed set).",
+    ),
+    quantize_ffn_output: bool = typer.Option(
+        False,
+        "--quantize-ffn-output",
+        help="Also quantise the FFN output projections (kept fp32 by default: they lose the most).",
+    ),
+    publish: bool = typer.Option(
+        True, "--publish/--no-publish", help="Log the files back to MLflow when the model came from there."
+    ),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """Export a model to ONNX (optionally int8) and write a torch-vs-ONNX parity report.
+
+    \b
+    Example:
+      textguard export --model models:/textguard@champion --format onnx --quantize int8
+    """
+    from textguard.export import export_onnx, load_sample_texts
+
+    if format != "onnx":
+        raise ConfigError(f"unknown export format {format!r}: only onnx is supported")
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"unknown --quantize {quantize!r}: only int8 is supported")
+    if exporter not in ("dynamo", "torchscript"):
+        raise ConfigError(f"unknown --exporter {exporter!r}: choose dynamo or torchscript")
+    _use_tracking_uri(tracking_uri)
+    texts, source = load_sample_texts(sample) if sample else (None, None)
+    result = export_onnx(
+        model,
+        quantize="int8" if quantize else None,
+        opset=opset,
+        exporter="dynamo" if exporter == "dynamo" else "torchscript",
+        sample_texts=texts,
+        sample_source=source,
+        exclude_ffn_output=not quantize_ffn_output,
+        publish=publish,
+    )
+    typer.echo(f"wrote {result.onnx_path}" + (f" and {result.int8_path.name}" if result.int8_path else ""))
+    for variant, report in result.parity["variants"].items():
+        typer.echo(
+            f"{variant}: max |prob diff| {report['max_abs_diff']:.2e}, decision agreement "
+            f"{report['decision_agreement']:.4f} on {report['n_texts']} texts"
+        )
+    typer.echo(f"parity report: {result.parity_path}")
+    if result.published_to:
+        typer.echo(f"logged to MLflow: {result.published_to}")
+    if result.publish_error:
+        typer.secho(
+            f"warning: not logged back to MLflow: {result.publish_error}", err=True, fg=typer.colors.YELLOW
+        )
+
+
+def score(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Artefact directory, runs:/<id>/model or models:/<name>@<alias>."
+    ),
+    input: Path = typer.Option(..., "--input", "-i", help="File to score: .csv, .jsonl, .parquet or .txt."),
+    output: Path = typer.Option(..., "--output", "-o", help="Result file: .csv, .jsonl or .parquet."),
+    text_column: str = typer.Option("text", "--text-column", help="Column holding the text."),
+    backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
+    quantized: bool = typer.Option(False, "--quantized", help="With --backend onnx: use model.int8.onnx."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Max texts per forward pass."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Max padded tokens per forward."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """Score a file of texts; the output keeps every input column and adds per-label scores and labels.
+
+    \b
+    Example:
+      textguard score --model models:/textguard@champion --input chat.csv --output scored.parquet
+    """
+    from textguard.batch import score_file
+
+    if backend not in ("torch", "onnx"):
+        raise ConfigError(f"unknown --backend {backend!r}: choose torch or onnx")
+    if quantized and backend != "onnx":
+        raise ConfigError("--quantized needs --backend onnx")
+    _use_tracking_uri(tracking_uri)
+    summary = score_file(
+        model,
+        input,
+        output,
+        text_column=text_column,
+        backend=backend,
+        quantized=quantized,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        progress=progress,
+        overwrite=overwrite,
+    )
+    typer.echo(summary.describe())
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.command("promote")(promote)
+    app.command("export")(export)
+    app.command("score")(score)

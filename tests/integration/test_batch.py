@@ -1,0 +1,124 @@
+"""Batch scoring of csv/jsonl/parquet/txt files through the Scorer, via the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from textguard.batch import PREDICTED_COLUMN, read_input, score_file
+from textguard.errors import DataError
+from textguard.labels import LABELS
+from textguard.scorer import Scorer
+
+ROWS = [
+    {"id": "m-1", "text": "can you share your screen", "meeting": "standup"},
+    {"id": "m-2", "text": "merci à tous", "meeting": "standup"},
+    {"id": "m-3", "text": "", "meeting": "retro"},
+    {"id": "m-4", "text": "the meeting starts now " * 30, "meeting": "retro"},
+    {"id": "m-5", "text": "we ship on friday", "meeting": "planning"},
+]
+SCORE_COLUMNS = [f"score_{label}" for label in LABELS]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_artifact: Path) -> np.ndarray:
+    return Scorer.from_artifact(tiny_artifact).predict_proba([row["text"] for row in ROWS])
+
+
+def _check(out: pd.DataFrame, reference: np.ndarray, spec_thresholds: dict[str, float]) -> None:
+    assert out["id"].tolist() == [row["id"] for row in ROWS]  # ids and order kept
+    assert out["meeting"].tolist() == [row["meeting"] for row in ROWS]  # other columns kept
+    np.testing.assert_allclose(out[SCORE_COLUMNS].to_numpy(dtype=float), reference, atol=1e-6)
+    for labels, probs in zip(out[PREDICTED_COLUMN], reference, strict=True):
+        expected = [label for label, p in zip(LABELS, probs, strict=True) if p >= spec_thresholds[label]]
+        assert list(labels) == expected
+
+
+def test_csv_in_csv_out(tiny_artifact: Path, tmp_path: Path, reference: np.ndarray) -> None:
+    source = tmp_path / "chat.csv"
+    pd.DataFrame(ROWS).to_csv(source, index=False)
+    summary = score_file(tiny_artifact, source, tmp_path / "scored.csv", batch_size=2, progress=False)
+    assert summary.rows == len(ROWS) and set(summary.positives) == set(LABELS)
+    out = pd.read_csv(tmp_path / "scored.csv", keep_default_na=False, dtype={"id": str})
+    out[PREDICTED_COLUMN] = [value.split(";") if value else [] for value in out[PREDICTED_COLUMN]]
+    spec = Scorer.from_artifact(tiny_artifact).spec
+    _check(out, reference, spec.thresholds)
+
+
+def test_jsonl_in_jsonl_and_parquet_out(tiny_artifact: Path, tmp_path: Path, reference: np.ndarray) -> None:
+    source = tmp_path / "chat.jsonl"
+    source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ROWS), encoding="utf-8")
+    spec = Scorer.from_artifact(tiny_artifact).spec
+    score_file(tiny_artifact, source, tmp_path / "scored.jsonl", progress=False)
+    _check(pd.read_json(tmp_path / "scored.jsonl", lines=True, dtype={"id": str}), reference, spec.thresholds)
+    score_file(tiny_artifact, source, tmp_path / "scored.parquet", progress=False, max_tokens=64)
+    _check(pd.read_parquet(tmp_path / "scored.parquet"), reference, spec.thresholds)
+
+
+def test_txt_input_keeps_line_numbers_and_actions_come_from_a_policy(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "captions.txt"
+    source.write_text("first line\n\nthird line\n", encoding="utf-8")
+    summary = score_file(
+        tiny_artifact,
+        source,
+        tmp_path / "out.jsonl",
+        action=lambda prediction: "review" if prediction.labels else "allow",
+        progress=False,
+    )
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [record["line"] for record in records] == [1, 3]
+    assert all(record["action"] in ("review", "allow") for record in records)
+    assert sum((summary.actions or {}).values()) == 2
+
+
+def test_input_errors_name_file_and_row(tiny_artifact: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "no_text.csv"
+    pd.DataFrame({"id": ["a"], "message": ["hi"]}).to_csv(csv, index=False)
+    with pytest.raises(DataError, match=r"no column 'text' \(columns: id, message\)"):
+        read_input(csv)
+    assert read_input(csv, text_column="message")["message"].tolist() == ["hi"]
+
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text('{"text": "ok"}\n{"text": null}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.jsonl: 'text' must be text; 1 line\(s\).*data line 2"):
+        read_input(jsonl)
+    jsonl.write_text('{"text": "ok"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: not valid JSON"):
+        read_input(jsonl)
+    spreadsheet = tmp_path / "x.xlsx"
+    spreadsheet.touch()
+    with pytest.raises(DataError, match=r"unsupported input format \.xlsx"):
+        read_input(spreadsheet)
+
+    good = tmp_path / "good.csv"
+    pd.DataFrame({"text": ["hi"]}).to_csv(good, index=False)
+    (tmp_path / "exists.csv").write_text("x")
+    with pytest.raises(DataError, match="exists; pass --overwrite"):
+        score_file(tiny_artifact, good, tmp_path / "exists.csv", progress=False)
+    with pytest.raises(DataError, match=r"unsupported output format \.txt"):
+        score_file(tiny_artifact, good, tmp_path / "out.txt", progress=False)
+    with pytest.raises(DataError, match="must not overwrite the input"):
+        score_file(tiny_artifact, good, good, overwrite=True, progress=False)
+
+
+def test_score_command(tiny_artifact: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from textguard.cli import app
+
+    source = tmp_path / "chat.csv"
+    pd.DataFrame(ROWS).to_csv(source, index=False)
+    output = tmp_path / "scored.parquet"
+    args = ["score", "--model", str(tiny_artifact), "--input", str(source), "--output", str(output)]
+    result = CliRunner().invoke(app, [*args, "--batch-size", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"scored {len(ROWS)} rows" in result.output
+    assert pd.read_parquet(output)["id"].tolist() == [row["id"] for row in ROWS]
+    again = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert isinstance(again.exception, DataError)
