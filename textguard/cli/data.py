@@ -1,9 +1,125 @@
-"""CLI commands: data (filled in by its owner)."""
+"""CLI commands: `textguard data prepare` and `textguard data card`."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+data_app = typer.Typer(
+    name="data",
+    help="Prepare labelled datasets and write their data cards.",
+    no_args_is_help=True,
+)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="Data config, e.g. configs/data/ethos.yaml.", show_default=False),
+]
+
+
+@data_app.command("prepare")
+def prepare_command(
+    config: ConfigOption,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (default: data/prepared/<name>).")
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict/--lenient",
+            help="Strict: stop at the first bad row. Lenient: skip bad rows and count them in report.json.",
+        ),
+    ] = True,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a config key, e.g. --set max_rows_per_source=2000 (repeatable)."
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Prepare a dataset: train/validation/test Parquet files plus report.json.
+
+    Example: textguard data prepare --config configs/data/ethos.yaml --lenient
+    """
+    from textguard.data.prepare import prepare
+
+    report = prepare(
+        config,
+        output,
+        strict=strict,
+        overrides=tuple(overrides or ()),
+        progress=progress and sys.stderr.isatty(),
+    )
+    _print_summary(report)
+
+
+@data_app.command("card")
+def card_command(
+    config: ConfigOption,
+    prepared: Annotated[
+        Path | None,
+        typer.Option("--prepared", "-p", help="Prepared folder (default: data/prepared/<name>)."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Card file (default: data_cards/<name>.md).")
+    ] = None,
+) -> None:
+    """Write a Markdown data card from a prepared dataset, its config and its SOURCE.md.
+
+    Example: textguard data card --config configs/data/ethos.yaml --output data_cards/ethos.md
+    """
+    from textguard.data.cards import write_card
+    from textguard.data.dataconfig import load_data_config
+    from textguard.data.prepared import default_output_dir
+
+    loaded = load_data_config(config)
+    path = write_card(loaded, prepared or default_output_dir(loaded.name), output)
+    typer.echo(f"wrote {path}")
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from textguard.labels import LABELS
+
+    console = Console()
+    splits = Table(title=f"{report['name']}: prepared rows", title_justify="left")
+    splits.add_column("split")
+    splits.add_column("rows", justify="right")
+    for label in [*LABELS, "benign"]:
+        splits.add_column(label, justify="right")
+    for split, count in report["splits"].items():
+        labels = report["labels"][split]
+        splits.add_row(split, f"{count:,}", *(f"{labels[label]:,}" for label in [*LABELS, "benign"]))
+    console.print(splits)
+
+    cleaning = Table(title="cleaning", title_justify="left")
+    cleaning.add_column("step")
+    cleaning.add_column("rows", justify="right")
+    near = report["near_duplicates"]
+    for step, value in (
+        ("read", report["rows_read"]),
+        ("dropped by mapping rules", report["dropped_by_rule"]),
+        ("skipped (bad input)", sum(report["skipped_rows"].values())),
+        ("exact duplicates", sum(report["exact_duplicates"].values())),
+        ("near duplicates", near["removed_within_dataset"] + near["removed_across_datasets"]),
+        ("label conflicts resolved", report["label_conflicts"]["groups"]),
+        ("leaks removed", report["leaks_removed"]["total"]),
+        ("languages identified", report["language_id"]["rows"]),
+        ("caption copies", report["caption"].get("copies", 0)),
+    ):
+        cleaning.add_row(step, f"{value:,}")
+    console.print(cleaning)
+    for reason, count in report["skipped_rows"].items():
+        console.print(f"skipped {count:,} row(s): {reason}")
+    console.print(f"wrote {report['output']} in {report['timings_s']['total']:.1f} s")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.add_typer(data_app, name="data")
