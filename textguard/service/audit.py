@@ -1,0 +1,406 @@
+"""Durable audit trail of every decision, without message text by default.
+
+One row per decision in `audit_decisions`, one row per flagged label in `audit_labels` (so reports can
+GROUP BY label with the same SQL on SQLite and PostgreSQL instead of dialect-specific JSON functions).
+
+Privacy: message ids, meeting ids, speaker ids and the normalised text are stored only as keyed
+HMAC-SHA256 digests (a plain hash of a short chat message is reversible by guessing; a keyed hash is
+not without the key). Each field is hashed under its own domain so equal values in different fields do
+not link. The text itself is stored only when `store_text` is explicitly enabled.
+
+Durability: `record()` writes a request's decisions in ONE transaction and returns only after the commit,
+so the service can answer a client only once its decisions are on disk (write-before-answer).
+
+SQLite runs in WAL mode with `synchronous=FULL`. WAL with `synchronous=NORMAL` already survives a
+process crash (SIGKILL): a committed transaction is in the WAL file in the OS page cache before the
+commit returns. It can lose the last commits on a power cut or kernel crash, though, because the WAL is
+fsynced only at checkpoints. An audit trail used for transparency reporting should not lose decisions
+that clients were told about even then, and FULL costs one fsync per transaction, which we amortise by
+writing each request (or caption segment) as one transaction.
+
+PostgreSQL (`postgresql+psycopg://...`) is the store for several replicas: inserts use client-generated
+UUID keys (no shared counter to contend on) and table creation takes an advisory lock, so replicas can
+start and write concurrently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from pydantic import SecretStr
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    insert,
+    text,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from textguard.errors import ConfigError, TextguardError
+from textguard.text import normalize
+
+logger = logging.getLogger(__name__)
+
+DECISIONS_TABLE = "audit_decisions"
+LABELS_TABLE = "audit_labels"
+#: Advisory-lock key that serialises `CREATE TABLE` across replicas starting at the same time.
+_SCHEMA_LOCK_KEY = 0x7467_6175_6469_74  # "tgaudit"
+_KEY_ID_MESSAGE = b"textguard-audit-key-id"
+
+
+class AuditUnavailableError(TextguardError):
+    """The audit store could not record a decision: the service must not answer as if it had."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no timezone type: it stores naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("audit timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+decisions_table = Table(
+    DECISIONS_TABLE,
+    metadata,
+    Column("decision_id", String(32), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # UTC calendar day as YYYY-MM-DD: daily figures GROUP BY the same column on every dialect.
+    Column("day", String(10), nullable=False),
+    Column("request_id", String(128)),
+    Column("source", String(16), nullable=False),
+    Column("language", String(35), nullable=False),
+    Column("meeting_hash", String(64)),
+    Column("message_hash", String(64)),
+    Column("speaker_hash", String(64)),
+    Column("text_hash", String(64), nullable=False),
+    # Only filled when audit_store_text is enabled; NULL otherwise.
+    Column("text", Text),
+    Column("hash_key_id", String(16), nullable=False),
+    Column("scores", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("label_count", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("policy", String(64), nullable=False),
+    Column("model_name", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    # Hashed ids of the caption segments whose text formed the scored window (captions only).
+    Column("context_hashes", JSON),
+    Index("ix_audit_decisions_created_at", "created_at"),
+    Index("ix_audit_decisions_message_hash", "message_hash"),
+    Index("ix_audit_decisions_meeting_hash", "meeting_hash"),
+)
+
+labels_table = Table(
+    LABELS_TABLE,
+    metadata,
+    Column(
+        "decision_id",
+        String(32),
+        ForeignKey(f"{DECISIONS_TABLE}.decision_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("label", String(64), primary_key=True),
+    Index("ix_audit_labels_label", "label"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One decision as the service made it. Identifiers and text are raw here and hashed by the store."""
+
+    text: str
+    scores: Mapping[str, float]
+    labels: Sequence[str]
+    action: str
+    model_name: str
+    model_version: str
+    policy: str
+    source: str = "chat"
+    language: str | None = None
+    message_id: str | None = None
+    meeting_id: str | None = None
+    speaker_id: str | None = None
+    request_id: str | None = None
+    #: Caption segment ids whose text was scored together with this one (the rolling window).
+    context_message_ids: Sequence[str] = ()
+    created_at: datetime = field(default_factory=utc_now)
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable audit URL>"
+
+
+def _key_bytes(key: str | bytes | SecretStr | None) -> bytes | None:
+    if isinstance(key, SecretStr):
+        key = key.get_secret_value()
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    return key or None
+
+
+class AuditStore:
+    """Append-only decision log over SQLAlchemy (sync engine, driven from worker threads)."""
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        hash_key: str | bytes | SecretStr | None,
+        store_text: bool = False,
+        schema: str | None = None,
+        create: bool = True,
+    ) -> None:
+        try:
+            self.url = make_url(url) if isinstance(url, str) else url
+        except ArgumentError:
+            raise ConfigError(
+                "audit_url is not a SQLAlchemy URL (e.g. sqlite:///textguard_audit.db or "
+                "postgresql+psycopg://user@host/db)"
+            ) from None
+        self.store_text = store_text
+        self.schema = schema
+        self._key = _key_bytes(hash_key)
+        self._key_id: str | None = None
+        self.engine = self._make_engine()
+        # SQLite has one writer at a time and makes the others poll with sleeps; queueing them on a
+        # lock instead keeps commit latency flat under concurrent requests. PostgreSQL needs no lock.
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        if create:
+            self.create_tables()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AuditStore:
+        """Build from `ServiceSettings` (audit_url, audit_hash_key, audit_store_text[, audit_schema])."""
+        return cls(
+            settings.audit_url,
+            hash_key=settings.audit_hash_key,
+            store_text=bool(settings.audit_store_text),
+            schema=getattr(settings, "audit_schema", None),
+        )
+
+    def __repr__(self) -> str:
+        # Never shows the key or a password.
+        return f"AuditStore({safe_url(self.url)!r}, store_text={self.store_text})"
+
+    # -- engine ------------------------------------------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _make_engine(self) -> Engine:
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        is_sqlite = self.url.get_backend_name() == "sqlite"
+        if is_sqlite:
+            database = self.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # Connections are used from worker threads; a busy timeout lets two writers queue, not fail.
+            options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            options.pop("pool_pre_ping")
+        try:
+            engine = create_engine(self.url, **options)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"audit_url {safe_url(self.url)!r} is not usable: {exc}") from None
+        if is_sqlite:
+            event.listen(engine, "connect", _sqlite_on_connect)
+        if self.schema:
+            engine = engine.execution_options(schema_translate_map={None: self.schema})
+        return engine
+
+    def create_tables(self) -> None:
+        """Create the tables and indexes if missing (safe when several replicas start together)."""
+        try:
+            with self.engine.begin() as connection:
+                if self.dialect == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                metadata.create_all(connection)
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"cannot prepare the audit store at {safe_url(self.url)}: {_first_line(exc)}"
+            ) from None
+
+    def journal_mode(self) -> str | None:
+        """SQLite journal mode (expected: wal); None on other backends."""
+        if self.dialect != "sqlite":
+            return None
+        with self.engine.connect() as connection:
+            return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar())
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- hashing -----------------------------------------------------------------------------------
+
+    def _hash_key(self) -> bytes:
+        if self._key is None:
+            # Without a configured key digests cannot be linked across restarts or replicas, which
+            # is still private but makes "is this message in the log" checks impossible later.
+            logger.warning(
+                "TEXTGUARD_AUDIT_HASH_KEY is not set: audit hashes use a random per-process key "
+                "and cannot be matched across restarts or replicas"
+            )
+            self._key = secrets.token_bytes(32)
+        return self._key
+
+    @property
+    def key_id(self) -> str:
+        """Short public fingerprint of the hash key, stored per row so key rotations are visible."""
+        if self._key_id is None:
+            self._key_id = hmac.new(self._hash_key(), _KEY_ID_MESSAGE, hashlib.sha256).hexdigest()[:16]
+        return self._key_id
+
+    def hash_value(self, domain: str, value: str) -> str:
+        """Keyed HMAC-SHA256 of `value` under `domain` (message_id, meeting_id, speaker_id, text)."""
+        message = domain.encode("utf-8") + b"\x00" + value.encode("utf-8")
+        return hmac.new(self._hash_key(), message, hashlib.sha256).hexdigest()
+
+    def hash_message_id(self, message_id: str) -> str:
+        return self.hash_value("message_id", message_id)
+
+    def hash_meeting_id(self, meeting_id: str) -> str:
+        return self.hash_value("meeting_id", meeting_id)
+
+    def hash_text(self, value: str) -> str:
+        # Normalised first so the same message typed with different spacing or invisible
+        # characters gets the same digest.
+        return self.hash_value("text", normalize(value))
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def _rows(self, records: Sequence[AuditRecord]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        decisions: list[dict[str, Any]] = []
+        labels: list[dict[str, Any]] = []
+        for record in records:
+            decision_id = uuid.uuid4().hex
+            created_at = record.created_at
+            if created_at.tzinfo is None:
+                raise ValueError("AuditRecord.created_at must be timezone-aware (UTC)")
+            created_at = created_at.astimezone(UTC)
+            record_labels = list(dict.fromkeys(record.labels))
+            decisions.append(
+                {
+                    "decision_id": decision_id,
+                    "created_at": created_at,
+                    "day": created_at.date().isoformat(),
+                    "request_id": record.request_id,
+                    "source": record.source,
+                    "language": record.language or "und",
+                    "meeting_hash": self._maybe_hash("meeting_id", record.meeting_id),
+                    "message_hash": self._maybe_hash("message_id", record.message_id),
+                    "speaker_hash": self._maybe_hash("speaker_id", record.speaker_id),
+                    "text_hash": self.hash_text(record.text),
+                    "text": record.text if self.store_text else None,
+                    "hash_key_id": self.key_id,
+                    "scores": {label: float(score) for label, score in record.scores.items()},
+                    "labels": record_labels,
+                    "label_count": len(record_labels),
+                    "action": record.action,
+                    "policy": record.policy,
+                    "model_name": record.model_name,
+                    "model_version": record.model_version,
+                    "context_hashes": [self.hash_message_id(item) for item in record.context_message_ids]
+                    or None,
+                }
+            )
+            labels.extend({"decision_id": decision_id, "label": label} for label in record_labels)
+        return decisions, labels
+
+    def _maybe_hash(self, domain: str, value: str | None) -> str | None:
+        return None if value is None else self.hash_value(domain, value)
+
+    def record_sync(self, records: Sequence[AuditRecord]) -> list[str]:
+        """Insert `records` in one transaction; returns their decision ids once committed."""
+        if not records:
+            return []
+        decisions, labels = self._rows(records)
+        try:
+            with self._write_lock, self.engine.begin() as connection:
+                connection.execute(insert(decisions_table), decisions)
+                if labels:
+                    connection.execute(insert(labels_table), labels)
+        except SQLAlchemyError as exc:
+            logger.error("audit write failed (%d decisions): %s", len(records), _first_line(exc))
+            raise AuditUnavailableError(
+                "the audit store is unavailable; the decision was not recorded, retry later"
+            ) from exc
+        return [row["decision_id"] for row in decisions]
+
+    async def record(self, records: Sequence[AuditRecord]) -> list[str]:
+        """Async wrapper: the commit runs in a worker thread, the caller resumes after it.
+
+        A cancelled caller still waits for the thread (anyio does not abandon it), so a decision is
+        never half-written and never answered before it is durable.
+        """
+        return await anyio.to_thread.run_sync(self.record_sync, list(records))
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

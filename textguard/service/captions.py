@@ -1,0 +1,351 @@
+"""`WebSocket /v1/meetings/{meeting_id}/captions`: live caption segments in, one decision per segment out.
+
+Protocol (JSON text frames). The client sends caption segments
+
+    {"segment_id": "s1", "speaker_id": "spk-1", "text": "...", "start": 12.3, "end": 14.0,
+     "final": true, "language": "en"}                             (language optional)
+
+and gets, for each, in order
+
+    {"segment_id", "speaker_id", "final", "scores": {label: p}, "labels": [...], "action",
+     "window_segments": [ids whose text was scored together, oldest first, this one last]}
+
+Errors use the service's body, `{"error": {"type", "message", "field"}}`:
+- a bad API key, rate limit, meeting id or policy name refuses the handshake (HTTP 401/429/422);
+- a malformed message gets the error and the socket stays open; after MAX_CONSECUTIVE_ERRORS malformed
+  messages in a row, or one frame over the frame limit (8 x max_text_chars + 1 KiB: room for JSON
+  escapes), the server closes with 1008;
+- a full inference queue answers `{"error": {"type": "overloaded", ...}, "segment_id"}` and the client
+  may resend that segment; if the model is not ready or the audit store is down, the server closes with
+  1013 (try again later) rather than answer with a decision it did not record.
+
+Each segment is scored twice in one batch through the service's one batcher: alone, and as the speaker's
+rolling window (earlier final segments + this one, joined with spaces, oldest segments dropped until it
+fits the model's max_length so truncation never cuts the current segment). The answer takes the maximum
+per label. The window catches statements split across segments; the segment alone keeps a short clear
+statement from being diluted by benign context in front of it (a classifier pools over the whole
+sequence, so extra benign words lower its score). Max never scores a segment lower than it would score
+alone, so adding context can only add recall, and the policy's review action absorbs the extra false
+positives. Once a final segment is flagged the speaker's window is cleared, so the same words are not
+flagged and audited again on each of the next few segments.
+
+Final decisions are written to the audit store (source "caption") before the answer is sent; interim
+hypotheses are scored and answered but neither audited nor kept in the window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.websockets import WebSocketState
+
+from textguard.policy import Decision, Policy, UnknownPolicyError
+from textguard.service.audit import AuditRecord, AuditUnavailableError
+from textguard.service.caption_state import CaptionLimits, CaptionRegistry, CaptionSegment, fit_window
+from textguard.service.errors import STATUS, ServiceError
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["captions"])
+
+#: Longest caption text when the app has no settings (the service uses settings.max_text_chars).
+MAX_SEGMENT_CHARS = 4_096
+MAX_ID_CHARS = 128
+MAX_CONSECUTIVE_ERRORS = 5
+
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class CaptionMessage(BaseModel):
+    """One caption segment as the client sends it (unknown keys are ignored for forward compatibility)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    segment_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    speaker_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    text: str = Field(min_length=1)
+    start: float = Field(ge=0, allow_inf_nan=False)
+    end: float = Field(ge=0, allow_inf_nan=False)
+    final: bool
+    language: str | None = Field(default=None, min_length=2, max_length=35)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_may_be_ints(cls, data: Any) -> Any:
+        # Strict mode refuses 12 for a float field; JSON clients often send whole seconds.
+        if isinstance(data, dict):
+            for key in ("start", "end"):
+                if type(data.get(key)) is int:
+                    data = {**data, key: float(data[key])}
+        return data
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> CaptionMessage:
+        if self.end < self.start:
+            raise ValueError("end must not be before start")
+        if not self.text.strip():
+            raise ValueError("text must contain more than whitespace")
+        return self
+
+
+class ProtocolError(Exception):
+    """A message the protocol refuses; `field` names the offending key where there is one."""
+
+    def __init__(self, type: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
+        self.field = field
+
+    def payload(self) -> dict[str, Any]:
+        return {"error": {"type": self.type, "message": self.message, "field": self.field}}
+
+
+def frame_limit(max_text_chars: int) -> int:
+    """Longest frame accepted: a text of max_text_chars, every character JSON-escaped, plus the rest."""
+    return 8 * max_text_chars + 1024
+
+
+def parse_message(raw: str, max_text_chars: int = MAX_SEGMENT_CHARS) -> CaptionMessage:
+    """Parse and validate one frame; raises ProtocolError naming the offending field."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"message is not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("validation_error", "message must be a JSON object")
+    try:
+        message = CaptionMessage.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or None
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        if field is None and "end must" in reason:
+            field = "end"
+        elif field is None and "text must" in reason:
+            field = "text"
+        raise ProtocolError("validation_error", reason, field) from None
+    if len(message.text) > max_text_chars:
+        limit = f"text is {len(message.text)} characters; the limit is {max_text_chars}"
+        raise ProtocolError("validation_error", limit, "text")
+    return message
+
+
+def caption_registry(app_state: Any) -> CaptionRegistry:
+    """The app's caption registry, created on first use from its settings."""
+    registry = getattr(app_state, "captions", None)
+    if registry is None:
+        registry = CaptionRegistry(CaptionLimits.from_settings(getattr(app_state, "settings", None)))
+        app_state.captions = registry
+    return registry
+
+
+def _policy(app_state: Any, name: str | None) -> Policy:
+    try:
+        policy: Policy = app_state.policies.get(name)
+    except UnknownPolicyError as exc:
+        raise ProtocolError("validation_error", str(exc), "policy") from None
+    return policy
+
+
+async def score_segment(
+    app_state: Any, registry: CaptionRegistry, meeting_id: str, message: CaptionMessage, policy: Policy
+) -> tuple[dict[str, float], Decision, list[CaptionSegment], dict[str, Any]]:
+    """Scores (max of segment alone and its window), the decision, the window used and the model info."""
+    segment = CaptionSegment(message.segment_id, message.text, message.start, message.end)
+    context = registry.speaker(meeting_id, message.speaker_id).context(segment)
+    if len(context) > 1:
+        scorer = app_state.model_manager.scorer
+        context = fit_window(context, lambda text: len(scorer.encode([text])[0]), scorer.spec.max_length)
+    texts = [segment.text]
+    if len(context) > 1:
+        texts.append(" ".join(item.text for item in context))
+    batcher = app_state.batcher
+    if hasattr(batcher, "score_with_model"):
+        # The exact model that scored these texts: a hot swap may land between two segments.
+        probs, model = await batcher.score_with_model(texts)
+        labels, info = list(model.scorer.spec.labels), dict(model.info)
+    else:
+        probs = await batcher.score(texts)
+        manager = app_state.model_manager
+        labels, info = list(manager.scorer.spec.labels), dict(manager.info)
+    probs = np.asarray(probs)
+    scores = {label: float(probs[:, index].max()) for index, label in enumerate(labels)}
+    return scores, policy.decide(scores), context, info
+
+
+@router.websocket_route("/v1/meetings/{meeting_id}/captions", name="caption_stream")
+async def caption_stream(websocket: WebSocket) -> None:
+    """One caption stream. Query parameter `policy` picks a named policy (default: the file's default).
+
+    A plain Starlette WebSocket route on purpose: FastAPI applies router dependencies written for HTTP
+    (`Request`) to API WebSocket routes too, where they cannot be resolved. Authentication and the
+    rate limit are therefore checked here, with the service's own ApiKeyAuth and limiter, before the
+    handshake completes: a refused client gets an HTTP 401/422/429 with the usual error body.
+    """
+    state = websocket.app.state
+    meeting_id = str(websocket.path_params.get("meeting_id", ""))
+    try:
+        _authorize(websocket)
+        if not meeting_id or len(meeting_id) > MAX_ID_CHARS:
+            raise ProtocolError(
+                "validation_error", f"meeting id is 1-{MAX_ID_CHARS} characters", "meeting_id"
+            )
+        chosen_policy = _policy(state, websocket.query_params.get("policy"))
+    except ProtocolError as error:
+        await _deny(websocket, error)
+        return
+    await websocket.accept()
+    registry = caption_registry(state)
+    max_text_chars = int(getattr(getattr(state, "settings", None), "max_text_chars", MAX_SEGMENT_CHARS))
+    max_frame = frame_limit(max_text_chars)
+    connection_id = uuid.uuid4().hex
+    consecutive_errors = 0
+    try:
+        while True:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            raw = frame.get("text")
+            try:
+                if raw is None:
+                    raise ProtocolError("unsupported_frame", "send caption segments as JSON text frames")
+                if len(raw) > max_frame:
+                    too_large = f"messages are limited to {max_frame} characters"
+                    await _refuse(websocket, ProtocolError("message_too_large", too_large))
+                    return
+                message = parse_message(raw, max_text_chars)
+            except ProtocolError as error:
+                consecutive_errors += 1
+                if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                    await _refuse(websocket, error, reason="too many malformed messages")
+                    return
+                await websocket.send_json(error.payload())
+                continue
+            consecutive_errors = 0
+            try:
+                reply = await _decide(state, registry, meeting_id, message, chosen_policy, connection_id)
+            except (ServiceError, AuditUnavailableError) as exc:
+                kind = exc.kind if isinstance(exc, ServiceError) else "audit_unavailable"
+                failure = ProtocolError(kind, str(exc))
+                if kind == "overloaded":
+                    # Transient and per segment: the client may resend it; the stream stays open.
+                    await websocket.send_json({**failure.payload(), "segment_id": message.segment_id})
+                    continue
+                # Not ready, shutting down or the audit store is down: no decision may be given.
+                await _refuse(websocket, failure, code=CLOSE_TRY_AGAIN_LATER)
+                return
+            await websocket.send_json(reply)
+    except WebSocketDisconnect:
+        return
+    except Exception as exc:
+        # Type and frames only, like the HTTP handler: exception messages can quote caption text.
+        frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+        logger.error("caption stream failed: %s\n%s", type(exc).__name__, frames.rstrip())
+        internal = ProtocolError("internal_error", "internal error; the segment was not scored")
+        await _refuse(websocket, internal, code=CLOSE_INTERNAL_ERROR)
+
+
+def _authorize(websocket: WebSocket) -> None:
+    """The service's API-key check (Authorization: Bearer) and one rate-limit token per connection."""
+    state = websocket.app.state
+    auth = getattr(state, "auth", None)
+    if auth is None:
+        return
+    host = websocket.client.host if websocket.client else None
+    try:
+        client = auth.client_id(websocket.headers.get("authorization"), host)
+    except ServiceError as exc:
+        raise ProtocolError(exc.kind, exc.message) from None
+    limiter = getattr(state, "rate_limiter", None)
+    if limiter is not None and limiter.acquire(client) is not None:
+        raise ProtocolError("rate_limited", "rate limit exceeded; reconnect later")
+
+
+async def _decide(
+    state: Any,
+    registry: CaptionRegistry,
+    meeting_id: str,
+    message: CaptionMessage,
+    policy: Policy,
+    connection_id: str,
+) -> dict[str, Any]:
+    scores, decision, context, info = await score_segment(state, registry, meeting_id, message, policy)
+    labels = list(decision.labels)
+    if message.final:
+        languages = getattr(state, "languages", None)
+        language = message.language or (languages.detect(message.text) if languages is not None else None)
+        await state.audit.record(
+            [
+                AuditRecord(
+                    text=message.text,
+                    scores=scores,
+                    labels=labels,
+                    action=str(decision.action),
+                    model_name=str(info.get("name") or ""),
+                    model_version=str(info.get("version") or ""),
+                    policy=policy.name,
+                    source="caption",
+                    language=language,
+                    message_id=message.segment_id,
+                    meeting_id=meeting_id,
+                    speaker_id=message.speaker_id,
+                    request_id=connection_id,
+                    context_message_ids=[item.segment_id for item in context[:-1]],
+                )
+            ]
+        )
+        metrics = getattr(state, "metrics", None)
+        if metrics is not None:
+            metrics.record_decisions(policy.name, [(labels, decision.action)])
+        # Looked up again: the meeting may have been evicted and recreated while we awaited.
+        window = registry.speaker(meeting_id, message.speaker_id)
+        if labels or decision.action != "allow":
+            window.clear()
+        else:
+            window.add_final(CaptionSegment(message.segment_id, message.text, message.start, message.end))
+    return {
+        "segment_id": message.segment_id,
+        "speaker_id": message.speaker_id,
+        "final": message.final,
+        "scores": scores,
+        "labels": labels,
+        "action": str(decision.action),
+        "window_segments": [item.segment_id for item in context],
+    }
+
+
+async def _deny(websocket: WebSocket, error: ProtocolError) -> None:
+    """Refuse the handshake with an HTTP error where the server supports it, else accept and close."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        status = STATUS.get(error.type, 400)
+        await websocket.send_denial_response(JSONResponse(error.payload(), status_code=status))
+        return
+    await websocket.accept()
+    await _refuse(websocket, error)
+
+
+async def _refuse(
+    websocket: WebSocket,
+    error: ProtocolError,
+    *,
+    code: int = CLOSE_POLICY_VIOLATION,
+    reason: str | None = None,
+) -> None:
+    """Send the error, then close; the close reason is short (a close frame carries 123 bytes)."""
+    if websocket.application_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.send_json(error.payload())
+            await websocket.close(code=code, reason=(reason or error.message)[:120])
+        except (WebSocketDisconnect, RuntimeError):
+            logger.debug("client left before the caption stream was closed")
