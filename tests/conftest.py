@@ -20,7 +20,9 @@ DATA_DIR = TESTS_DIR / "data"
 
 
 def tokenizer_corpus() -> list[str]:
-    return [line for line in (DATA_DIR / "tokenizer_corpus.txt").read_text(encoding="utf-8").splitlines() if line]
+    return [
+        line for line in (DATA_DIR / "tokenizer_corpus.txt").read_text(encoding="utf-8").splitlines() if line
+    ]
 
 
 def _build_artifact(architecture: str, directory: Path) -> Path:

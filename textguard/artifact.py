@@ -64,7 +64,8 @@ def resolve_artifact(uri: str | Path) -> Path:
     path = Path(text).expanduser()
     if not path.exists():
         raise ModelLoadError(
-            f"model {text!r} not found: give an artefact directory, runs:/<run_id>/model or models:/<name>@<alias>"
+            f"model {text!r} not found: give an artefact directory, "
+            "runs:/<run_id>/model or models:/<name>@<alias>"
         )
     if not path.is_dir():
         raise ModelLoadError(f"model {text!r} is a file; give the artefact directory that contains it")

@@ -38,7 +38,9 @@ class TorchBackend:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_directory(cls, directory: Path, device: str = "cpu", autocast_bf16: bool = False) -> TorchBackend:
+    def from_directory(
+        cls, directory: Path, device: str = "cpu", autocast_bf16: bool = False
+    ) -> TorchBackend:
         from transformers import AutoModelForSequenceClassification
 
         try:
@@ -70,7 +72,8 @@ class OnnxBackend:
 
         if not path.is_file():
             raise ModelLoadError(
-                f"{path} not found: export it first with `textguard export --model {path.parent} --format onnx`"
+                f"{path} not found: export it first with "
+                f"`textguard export --model {path.parent} --format onnx`"
             )
         options = ort.SessionOptions()
         if intra_op_threads:

@@ -35,7 +35,9 @@ def backend_tokenizer(tokenizer: Any) -> Tokenizer:
 def load_tokenizer(directory: Path, max_length: int) -> Tokenizer:
     path = directory / TOKENIZER_FILE
     if not path.is_file():
-        raise ModelLoadError(f"{directory}: {TOKENIZER_FILE} is missing; save the tokenizer with save_pretrained")
+        raise ModelLoadError(
+            f"{directory}: {TOKENIZER_FILE} is missing; save the tokenizer with save_pretrained"
+        )
     tokenizer = Tokenizer.from_file(str(path))
     _configure(tokenizer, max_length)
     return tokenizer

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from textguard.artifact import resolve_artifact
-from textguard.backends import ONNX_FILE, ONNX_INT8_FILE, BackendName, InferenceBackend, OnnxBackend, TorchBackend
+from textguard.backends import (
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    BackendName,
+    InferenceBackend,
+    OnnxBackend,
+    TorchBackend,
+)
 from textguard.encoding import backend_tokenizer, encode, load_tokenizer, pad_batch, plan_batches
 from textguard.errors import ModelLoadError
 from textguard.postprocess import Prediction, probabilities, to_predictions

@@ -87,7 +87,9 @@ def compute_checksums(directory: Path) -> dict[str, str]:
 def save_spec(spec: ModelSpec, directory: Path) -> Path:
     path = directory / SPEC_FILENAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(
+        json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     tmp.replace(path)
     return path
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import Field
 
 from textguard.config import StrictModel, apply_overrides, config_hash, flatten, load_config
 from textguard.errors import ConfigError
@@ -11,7 +12,7 @@ from textguard.errors import ConfigError
 class Training(StrictModel):
     learning_rate: float = 5e-5
     epochs: int = 3
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
 
 
 class Config(StrictModel):
@@ -44,7 +45,7 @@ def test_wrong_type_and_bad_override(tmp_path: Path) -> None:
     path = write(tmp_path, "name: run\n")
     with pytest.raises(ConfigError, match=r"training\.epochs"):
         load_config(Config, path, ["training.epochs=many"])
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         load_config(Config, path, ["training.epochs"])
 
 
