@@ -1,0 +1,58 @@
+"""Threshold-free ranking quality for multi-label scores: PR-AUC (average precision) and ROC-AUC.
+
+An `evaluate` metric module shipped with textguard; load it by path. Per label, macro (mean over labels
+where the value is defined) and micro (all (row, label) cells pooled, as scikit-learn's
+``average="micro"``). PR-AUC is the step-sum average precision, not a trapezoid, as in scikit-learn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import evaluate
+import numpy as np
+
+from textguard.evaluation import measures
+
+_DESCRIPTION = "Per-label, macro and micro PR-AUC (average precision) and ROC-AUC for multi-label scores."
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: scores (probabilities), one list of floats per row.
+    references: multi-hot gold labels, same shape.
+    label_names: names of the label columns (default label_0, label_1, ...).
+Returns:
+    pr_auc_<label>, roc_auc_<label>, macro_pr_auc, macro_roc_auc, micro_pr_auc, micro_roc_auc
+    (NaN where undefined: no positives, or for ROC-AUC no negatives).
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class MultilabelRanking(evaluate.Metric):
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("float64")),
+                    "references": datasets.Sequence(datasets.Value("int8")),
+                }
+            ),
+        )
+
+    def _compute(
+        self, predictions: Any, references: Any, label_names: list[str] | None = None
+    ) -> dict[str, float]:
+        scores = np.asarray([np.asarray(row) for row in predictions], dtype=np.float64)
+        gold = np.asarray([np.asarray(row) for row in references], dtype=bool)
+        names = list(label_names) if label_names else [f"label_{i}" for i in range(gold.shape[1])]
+        out: dict[str, float] = {}
+        for measure, function in (("pr_auc", measures.average_precision), ("roc_auc", measures.roc_auc)):
+            values = np.array([function(gold[:, j], scores[:, j])[0] for j in range(len(names))])
+            for name, value in zip(names, values, strict=True):
+                out[f"{measure}_{name}"] = float(value)
+            out[f"macro_{measure}"] = float(measures.nanmean(values))
+            out[f"micro_{measure}"] = float(function(gold.T.ravel(), scores.T.ravel())[0])
+        return out
