@@ -137,12 +137,17 @@ def _store_key(tracking_uri: str) -> str:
 def _download(artifact_uri: str, destination: Path, tracking_uri: str) -> Path:
     import mlflow
 
+    from textguard.tracking.uris import global_tracking_uri
+
     destination.mkdir(parents=True, exist_ok=True)
-    return Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=tracking_uri
+    # MLflow 3.17 resolves `models:/m-<id>` (the LoggedModel behind a registered version) against the
+    # process-wide tracking URI even when `download_artifacts` is given another one.
+    with global_tracking_uri(tracking_uri):
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=tracking_uri
+            )
         )
-    )
 
 
 def find_artifact_dir(root: Path) -> Path:

@@ -80,33 +80,11 @@ class ModelIdentity:
         return {key: value for key, value in values.items() if value}
 
 
-@contextmanager
-def _global_tracking_uri(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's process-wide tracking URI at `tracking_uri` for a block, then restore it (and the
-    MLFLOW_TRACKING_URI variable, which MLflow rewrites as a side effect)."""
-    import os
-
-    import mlflow
-    from mlflow.tracking._tracking_service import utils
-
-    previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None restores "unset"
-        if previous_env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
-
-
 def fetch_model(uri: str, tracking_uri: str) -> Path:
-    """`download_model` from this store. MLflow 3.17 resolves `models:/m-<id>` (the LoggedModel behind a
-    registered version) against the global tracking URI even when `download_artifacts` is given another
-    one, so the global URI is switched for the duration of the download."""
+    """`download_model` from this store."""
     from textguard.tracking.artifacts import download_model
 
-    with _global_tracking_uri(tracking_uri):
-        return download_model(uri, tracking_uri=tracking_uri)
+    return download_model(uri, tracking_uri=tracking_uri)
 
 
 def _client(tracking_uri: str) -> MlflowClient:

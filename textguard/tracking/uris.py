@@ -156,3 +156,22 @@ def git_dirty(directory: Path | None = None) -> bool | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(result.stdout.strip()) if result.returncode == 0 else None
+
+
+@contextmanager
+def global_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI at `tracking_uri` for a block, then restore it (and the
+    MLFLOW_TRACKING_URI variable, which MLflow rewrites as a side effect)."""
+    import os
+
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None restores "unset"
+        if previous_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
