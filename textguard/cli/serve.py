@@ -1,9 +1,136 @@
-"""CLI commands: serve (filled in by its owner)."""
+"""CLI commands: `serve` (the HTTP service) and `api-key` (make a key and the digest the server stores).
+
+Every `ServiceSettings` field is a flag here and a TEXTGUARD_* environment variable; a flag given on
+the command line wins over the environment. Secrets are taken only from files (`--api-keys-file`,
+`--audit-hash-key-file`) or the environment, never as flag values, which `ps` would show.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from textguard.errors import ConfigError
+
+SERVE_HELP = """Serve the scoring API (POST /v1/score, /v1/moderations; GET /healthz, /readyz, /metrics).
+
+The model loads once, in the background: /readyz answers 503 until it is loaded and warmed up.
+With a models:/<name>@<alias> model the registry is polled and a promoted version is hot-swapped.
+
+Example:
+
+    textguard serve --model models:/textguard@champion --port 8000 --policy configs/policies/default.yaml
+"""
+
+API_KEY_HELP = """Make a new random API key and print it with the sha256 digest the server stores.
+
+Give the key to the client; append the digest line to the file named by TEXTGUARD_API_KEYS_FILE.
+
+Example:
+
+    textguard api-key            # prints "key tg_..." and "digest 3f2a..."
+"""
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.command("serve", help=SERVE_HELP)(serve)
+    app.command("api-key", help=API_KEY_HELP)(api_key)
+
+
+def serve(
+    model: str | None = typer.Option(
+        None, help="artefact dir, runs:/<id>/model, models:/<name>@<alias> or /<version>"
+    ),
+    host: str | None = typer.Option(None, help="bind address [127.0.0.1]"),
+    port: int | None = typer.Option(None, help="TCP port [8000]"),
+    workers: int | None = typer.Option(None, help="worker processes, each with its own model [1]"),
+    backend: str | None = typer.Option(None, help="torch or onnx [torch]"),
+    quantized: bool | None = typer.Option(
+        None, "--quantized/--no-quantized", help="ONNX: use model.int8.onnx"
+    ),
+    policy: Path | None = typer.Option(None, help="policy YAML [configs/policies/default.yaml]"),
+    log_level: str | None = typer.Option(None, help="debug, info, warning or error [info]"),
+    warmup: bool | None = typer.Option(
+        None, "--warmup/--no-warmup", help="warm-up forwards before ready [on]"
+    ),
+    audit_url: str | None = typer.Option(
+        None, help="SQLAlchemy URL of the audit store [sqlite:///textguard_audit.db]"
+    ),
+    audit_hash_key_file: Path | None = typer.Option(None, help="file holding the audit HMAC key"),
+    audit_store_text: bool | None = typer.Option(
+        None, "--audit-store-text/--no-audit-store-text", help="store message text in the audit log [off]"
+    ),
+    api_keys_file: Path | None = typer.Option(
+        None, help="file of accepted API-key sha256 digests, one per line"
+    ),
+    rate_limit_per_minute: int | None = typer.Option(None, help="requests/minute per key or IP; 0=off [0]"),
+    max_body_bytes: int | None = typer.Option(None, help="largest request body [1000000]"),
+    max_messages: int | None = typer.Option(None, help="messages per request [128]"),
+    max_text_chars: int | None = typer.Option(None, help="characters per message [4096]"),
+    max_queue: int | None = typer.Option(None, help="queued texts before answering 503 [1024]"),
+    batch_max_size: int | None = typer.Option(None, help="texts per forward pass [8]"),
+    model_poll_seconds: float | None = typer.Option(None, help="model refresh poll period, 0=off [30]"),
+    caption_window_segments: int | None = typer.Option(None, help="caption segments per speaker window [5]"),
+    caption_window_seconds: float | None = typer.Option(None, help="caption window span in seconds [30]"),
+    caption_max_meetings: int | None = typer.Option(None, help="live meetings tracked at once [10000]"),
+    caption_meeting_ttl_seconds: float | None = typer.Option(None, help="idle meeting eviction [600]"),
+) -> None:
+    flags = {name: value for name, value in locals().items() if value is not None}
+    settings = build_settings(flags)
+    run(settings)
+
+
+def build_settings(flags: dict[str, Any]) -> Any:
+    """ServiceSettings from the environment overridden by `flags`; invalid values -> one-line ConfigError."""
+    from pydantic import ValidationError
+
+    from textguard.config import format_validation_error
+    from textguard.service.settings import ServiceSettings
+
+    try:
+        return ServiceSettings(**flags)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "serve settings")) from None
+
+
+def run(settings: Any) -> None:
+    import os
+
+    import uvicorn
+
+    from textguard.artifact import REMOTE_SCHEMES
+    from textguard.service.logging import configure_logging, logging_config
+
+    if not settings.model.startswith(REMOTE_SCHEMES) and not Path(settings.model).expanduser().is_dir():
+        raise ConfigError(
+            f"model {settings.model!r} is not an artefact directory; give a path, runs:/<id>/model or "
+            "models:/<name>@<alias>"
+        )
+    configure_logging(settings.log_level)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": logging_config(settings.log_level),
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers == 1:
+        from textguard.service.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Worker processes rebuild the settings from the environment: hand them the resolved values,
+    # including one generated audit key, so every worker hashes alike.
+    os.environ.update(settings.to_env())
+    uvicorn.run("textguard.service.asgi:app_from_env", factory=True, workers=settings.workers, **common)
+
+
+def api_key() -> None:
+    from textguard.service.security import api_key_digest, new_api_key
+
+    key = new_api_key()
+    typer.echo(f"key     {key}")
+    typer.echo(f"digest  {api_key_digest(key)}")

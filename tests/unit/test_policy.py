@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from textguard.errors import ConfigError
+from textguard.labels import LABELS
+from textguard.paths import project_root
+from textguard.policy import DEFAULT_POLICY_PATH, PolicySet, UnknownPolicyError
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "policies.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _policy_file(**overrides: Any) -> dict[str, Any]:
+    thresholds = {label: {"review": 0.5, "block": 0.8} for label in LABELS}
+    data: dict[str, Any] = {"version": 1, "default": "base", "policies": {"base": {"thresholds": thresholds}}}
+    data.update(overrides)
+    return data
+
+
+def test_shipped_policy_file_loads_with_a_strict_policy_for_education() -> None:
+    policies = PolicySet.load(project_root() / DEFAULT_POLICY_PATH)
+    assert policies.default == "default"
+    assert {"default", "strict", "lenient", "monitor"} <= set(policies.names)
+    default, strict = policies.get("default"), policies.get("strict")
+    for label in LABELS:
+        assert strict.review[label] <= default.review[label]
+    # The monitor policy flags like the default one but never blocks.
+    scores = dict.fromkeys(LABELS, 0.99)
+    assert policies.get("monitor").decide(scores).action == "review"
+    assert default.decide(scores).action == "block"
+
+
+def test_relative_default_path_resolves_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert PolicySet.load(DEFAULT_POLICY_PATH).get().name == "default"
+
+
+@pytest.mark.parametrize(
+    ("score", "action", "flagged"),
+    [
+        (0.49, "allow", []),
+        (0.5, "review", ["violent_threat"]),
+        (0.79, "review", ["violent_threat"]),
+        (0.8, "block", ["violent_threat"]),
+    ],
+)
+def test_decide_thresholds_are_inclusive(
+    tmp_path: Path, score: float, action: str, flagged: list[str]
+) -> None:
+    policy = PolicySet.load(_write(tmp_path, _policy_file())).get()
+    scores = dict.fromkeys(LABELS, 0.0) | {"violent_threat": score}
+    decision = policy.decide(scores)
+    assert decision.action == action
+    assert decision.labels == flagged
+
+
+def test_strongest_action_wins_and_labels_keep_canonical_order(tmp_path: Path) -> None:
+    policy = PolicySet.load(_write(tmp_path, _policy_file())).get()
+    scores = {"hate_dehumanization": 0.9, "extremist_glorification": 0.6, "violent_threat": 0.1}
+    decision = policy.decide(scores)
+    assert decision.action == "block"
+    assert decision.labels == [label for label in LABELS if label != "violent_threat"]
+
+
+def test_block_null_never_blocks(tmp_path: Path) -> None:
+    data = _policy_file()
+    data["policies"]["base"]["thresholds"]["violent_threat"] = {"review": 0.5, "block": None}
+    policy = PolicySet.load(_write(tmp_path, data)).get()
+    assert policy.decide(dict.fromkeys(LABELS, 0.0) | {"violent_threat": 1.0}).action == "review"
+
+
+def test_unknown_policy_name_lists_the_known_ones(tmp_path: Path) -> None:
+    policies = PolicySet.load(_write(tmp_path, _policy_file()))
+    with pytest.raises(UnknownPolicyError, match=r"unknown policy 'nope'; this server has \['base'\]"):
+        policies.get("nope")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda d: d["policies"]["base"]["thresholds"].update({"spam": {"review": 0.5}}),
+            r"unknown label\(s\) \['spam'\]",
+        ),
+        (
+            lambda d: d["policies"]["base"]["thresholds"].pop("violent_threat"),
+            r"missing label\(s\) \['violent_threat'\]",
+        ),
+        (
+            lambda d: d["policies"]["base"]["thresholds"].update(
+                {"violent_threat": {"review": 0.9, "block": 0.5}}
+            ),
+            "review threshold 0.9 is above the block threshold 0.5",
+        ),
+        (
+            lambda d: d["policies"]["base"]["thresholds"].update({"violent_threat": {"review": 1.5}}),
+            "less than or equal to 1",
+        ),
+        (lambda d: d.update({"default": "other"}), "default policy 'other' is not defined"),
+        (
+            lambda d: d["policies"].update({"Bad Name": d["policies"]["base"]}),
+            "policy names .'Bad Name'. must match",
+        ),
+        (lambda d: d.update({"taxonomy_version": "0.9.0"}), "written for taxonomy 0.9.0"),
+        (lambda d: d["policies"]["base"].update({"treshold": 1}), "policies.base.treshold: unknown key"),
+    ],
+)
+def test_invalid_policy_files_are_refused_with_the_reason(tmp_path: Path, mutate: Any, message: str) -> None:
+    data = _policy_file()
+    mutate(data)
+    with pytest.raises(ConfigError, match=message):
+        PolicySet.load(_write(tmp_path, data))
+
+
+def test_missing_policy_file_says_how_to_point_at_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"policy file not found: nowhere.yaml \(give --policy PATH"):
+        PolicySet.load("nowhere.yaml")
+
+
+def test_describe_lists_every_policy_and_threshold(tmp_path: Path) -> None:
+    described = PolicySet.load(_write(tmp_path, _policy_file())).describe()
+    assert described["default"] == "base"
+    assert described["policies"] == {
+        "base": {"description": "", "thresholds": {label: {"review": 0.5, "block": 0.8} for label in LABELS}}
+    }

@@ -1,0 +1,183 @@
+"""Moderation policies: calibrated probabilities -> flagged labels and one action (allow, review, block).
+
+A policy file names several policies (a platform default, a strict one for education tenants, a
+lenient one for newsrooms and researchers, a monitor-only one for rollouts), each with a review and a
+block threshold per label. The thresholds apply to *calibrated* probabilities, so one number means the
+same thing for every model version that shares the taxonomy; the model spec's own thresholds (tuned
+on validation) are reported next to them by `GET /v1/model` but do not drive actions.
+
+    version: 1
+    taxonomy_version: "1.0.0"
+    default: default
+    policies:
+      default:
+        description: ...
+        thresholds:
+          violent_threat: {review: 0.5, block: 0.85}
+          ...
+
+Every label of the taxonomy must be listed in every policy: a forgotten label would otherwise be
+silently never flagged. `block: null` means the label never blocks on its own (review only).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from textguard.config import StrictModel, read_yaml, validate
+from textguard.errors import ConfigError, TextguardError
+from textguard.labels import LABELS, TAXONOMY_VERSION
+from textguard.paths import project_root
+
+Action = Literal["allow", "review", "block"]
+POLICY_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+DEFAULT_POLICY_PATH = Path("configs/policies/default.yaml")
+
+
+class UnknownPolicyError(TextguardError):
+    """A request named a policy that the loaded policy file does not define (the service answers 422)."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown policy {name!r}; this server has {known}")
+        self.name = name
+        self.known = known
+
+
+class LabelThresholds(StrictModel):
+    review: float = Field(ge=0.0, le=1.0)
+    block: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _review_not_above_block(self) -> LabelThresholds:
+        if self.block is not None and self.review > self.block:
+            raise ValueError(f"review threshold {self.review} is above the block threshold {self.block}")
+        return self
+
+
+class PolicyConfig(StrictModel):
+    description: str = ""
+    thresholds: dict[str, LabelThresholds]
+
+    @model_validator(mode="after")
+    def _covers_the_taxonomy(self) -> PolicyConfig:
+        unknown = sorted(set(self.thresholds) - set(LABELS))
+        missing = [label for label in LABELS if label not in self.thresholds]
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown}; the taxonomy has {list(LABELS)}")
+        if missing:
+            raise ValueError(f"missing label(s) {missing}: every policy must set thresholds for every label")
+        return self
+
+
+class PolicyFile(StrictModel):
+    version: Literal[1] = 1
+    taxonomy_version: str = TAXONOMY_VERSION
+    default: str
+    policies: dict[str, PolicyConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names_and_default(self) -> PolicyFile:
+        bad = [name for name in self.policies if not POLICY_NAME.match(name)]
+        if bad:
+            raise ValueError(f"policy names {bad} must match {POLICY_NAME.pattern}")
+        if self.default not in self.policies:
+            raise ValueError(f"default policy {self.default!r} is not defined (have {sorted(self.policies)})")
+        if self.taxonomy_version != TAXONOMY_VERSION:
+            raise ValueError(
+                f"written for taxonomy {self.taxonomy_version}, but this textguard uses {TAXONOMY_VERSION}: "
+                "review the thresholds against the current label definitions, then update taxonomy_version"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Decision:
+    #: Labels at or above their review threshold, in canonical order (blocked labels included).
+    labels: list[str]
+    action: Action
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    review: dict[str, float]
+    block: dict[str, float | None]
+
+    def decide(self, scores: dict[str, float]) -> Decision:
+        """The strongest action any label triggers: block > review > allow."""
+        flagged = [label for label in LABELS if scores[label] >= self.review[label]]
+        blocked = any(
+            (threshold := self.block[label]) is not None and scores[label] >= threshold for label in flagged
+        )
+        action: Action = "block" if blocked else "review" if flagged else "allow"
+        return Decision(labels=flagged, action=action)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "description": self.description,
+            "thresholds": {
+                label: {"review": self.review[label], "block": self.block[label]} for label in LABELS
+            },
+        }
+
+
+class PolicySet:
+    """The policies of one file; `get(None)` is the file's default."""
+
+    def __init__(self, policies: dict[str, Policy], default: str, source: str = "") -> None:
+        self.policies = policies
+        self.default = default
+        self.source = source
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.policies)
+
+    def get(self, name: str | None = None) -> Policy:
+        if name is None:
+            return self.policies[self.default]
+        try:
+            return self.policies[name]
+        except KeyError:
+            raise UnknownPolicyError(name, self.names) from None
+
+    @classmethod
+    def from_config(cls, config: PolicyFile, source: str = "") -> PolicySet:
+        policies = {
+            name: Policy(
+                name=name,
+                description=policy.description,
+                review={label: policy.thresholds[label].review for label in LABELS},
+                block={label: policy.thresholds[label].block for label in LABELS},
+            )
+            for name, policy in config.policies.items()
+        }
+        return cls(policies, config.default, source)
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_POLICY_PATH) -> PolicySet:
+        """Load and validate a policy file; a relative path missing from the cwd is tried in the checkout."""
+        resolved = resolve_policy_path(path)
+        return cls.from_config(validate(PolicyFile, read_yaml(resolved), str(resolved)), str(resolved))
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "default": self.default,
+            "policies": {name: self.policies[name].describe() for name in self.names},
+        }
+
+
+def resolve_policy_path(path: str | Path) -> Path:
+    candidate = Path(path).expanduser()
+    if candidate.is_file() or candidate.is_absolute():
+        return candidate
+    fallback = project_root() / candidate
+    if fallback.is_file():
+        return fallback
+    raise ConfigError(f"policy file not found: {candidate} (give --policy PATH or TEXTGUARD_POLICY)")

@@ -1,0 +1,180 @@
+"""The app factory: `create_app(settings)` builds a FastAPI app; nothing exists before it is called.
+
+Lifespan (start-up, then shutdown):
+1. the inference worker thread starts; the model loads and warms up in the background, so /healthz
+   answers at once and /readyz turns 200 only when the model can serve (a Kubernetes liveness probe
+   never kills a pod that is still loading);
+2. the audit store opens (textguard.service.audit), the language identifier loads;
+3. on shutdown: stop polling the registry, finish the queued work, close the audit store.
+
+`app.state` holds what routes need: settings, model_manager, batcher, policies, audit, scoring, metrics,
+auth and rate_limiter. Every /v1 route (ours and the caption/transparency routers) is behind the API
+key check and the rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI
+
+from textguard import __version__
+from textguard.policy import PolicySet
+from textguard.service.batcher import MicroBatcher
+from textguard.service.errors import install_error_handlers
+from textguard.service.language import LanguageDetector
+from textguard.service.metrics import ObservabilityMiddleware, ServiceMetrics
+from textguard.service.model_manager import ModelManager
+from textguard.service.scoring import ScoringService
+from textguard.service.security import ApiKeyAuth, BodyLimitMiddleware, TokenBucketLimiter, authorize
+from textguard.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from textguard.scorer import Scorer
+
+logger = logging.getLogger("textguard.service")
+
+#: Routers owned by other modules, included when present: (module, attribute).
+OPTIONAL_ROUTERS = (("textguard.service.captions", "router"), ("textguard.service.transparency", "router"))
+
+
+def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastAPI:
+    """Build the service. `scorer` serves a prebuilt model (tests); otherwise `settings.model` loads."""
+    # Fail before serving anything if the policy file is invalid: a policy typo must not start a server.
+    policies = PolicySet.load(settings.policy)
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await _start(app, settings, scorer, policies, metrics)
+            yield
+        finally:
+            await _stop(app)
+
+    app = FastAPI(
+        title="textguard",
+        version=__version__,
+        summary="Scores meeting chat and live captions for terrorist and violent extremist content.",
+        lifespan=lifespan,
+        # FastAPI's OpenTelemetry logs would record validation failures with the offending input:
+        # that input can be the harmful message text itself.
+        telemetry={"logs": False},
+    )
+    app.state.settings = settings
+    app.state.policies = policies
+    app.state.metrics = metrics
+    app.state.auth = ApiKeyAuth(settings.api_key_digests)
+    app.state.rate_limiter = TokenBucketLimiter(settings.rate_limit_per_minute)
+    install_error_handlers(app)
+    # Added last = outermost: every response, refusals included, is counted and logged.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+
+    from textguard.service import routes_moderations, routes_ops, routes_score
+
+    app.include_router(routes_ops.router)
+    app.include_router(routes_score.router)
+    app.include_router(routes_moderations.router)
+    for module_name, attribute in OPTIONAL_ROUTERS:
+        router = _optional_attribute(module_name, attribute)
+        if router is not None:
+            app.include_router(router, dependencies=[Depends(authorize)])
+    _document_runtime_limits(app, settings, policies)
+    return app
+
+
+def _document_runtime_limits(app: FastAPI, settings: ServiceSettings, policies: PolicySet) -> None:
+    """Publish this server's policy names and size limits in its OpenAPI schema: they are settings, not
+    constants, so the pydantic models cannot carry them."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # cached by FastAPI: the edits below apply once to the same dict
+        components = schema.get("components", {}).get("schemas", {})
+        for model in ("ScoreRequest", "ModerationRequest"):
+            policy = components.get(model, {}).get("properties", {}).get("policy", {})
+            for option in policy.get("anyOf", []):
+                if option.get("type") == "string":
+                    option["enum"] = policies.names
+        messages = components.get("ScoreRequest", {}).get("properties", {}).get("messages")
+        if messages is not None:
+            messages["maxItems"] = settings.max_messages
+        text = components.get("MessageIn", {}).get("properties", {}).get("text")
+        if text is not None:
+            text["maxLength"] = settings.max_text_chars
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def _start(
+    app: FastAPI,
+    settings: ServiceSettings,
+    scorer: Scorer | None,
+    policies: PolicySet,
+    metrics: ServiceMetrics,
+) -> None:
+    if settings.audit_hash_key_generated:
+        logger.warning(
+            "no audit hash key configured (TEXTGUARD_AUDIT_HASH_KEY[_FILE]): using a random per-process key; "
+            "audit hashes will not match across restarts or replicas"
+        )
+    if not settings.api_key_digests and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("API keys are disabled on a non-loopback address: set TEXTGUARD_API_KEYS_FILE")
+    manager = ModelManager(settings, scorer=scorer, metrics=metrics)
+    batcher = MicroBatcher(
+        lambda: manager.current,
+        max_batch_size=settings.batch_max_size,
+        max_queue=settings.max_queue,
+        metrics=metrics,
+    )
+    languages = LanguageDetector()
+    app.state.model_manager = manager
+    app.state.batcher = batcher
+    batcher.start()
+    # The model loads in the background from here on; the rest of start-up overlaps with it.
+    await manager.start()
+    audit = await asyncio.to_thread(_open_audit, settings)
+    app.state.audit = audit
+    app.state.scoring = ScoringService(settings, batcher, policies, audit, metrics, languages)
+    await asyncio.to_thread(languages.load)
+    logger.info("service starting", extra={"fields": {"settings": settings.redacted()}})
+
+
+async def _stop(app: FastAPI) -> None:
+    # Tolerates a start-up that failed half-way (e.g. an unreachable audit database).
+    manager = getattr(app.state, "model_manager", None)
+    if manager is not None:
+        await manager.stop()
+    batcher = getattr(app.state, "batcher", None)
+    if batcher is not None:
+        await asyncio.to_thread(batcher.stop)
+    audit = getattr(app.state, "audit", None)
+    if audit is not None:
+        await asyncio.to_thread(audit.close)
+    logger.info("service stopped")
+
+
+def _open_audit(settings: ServiceSettings) -> Any:
+    store_class = _optional_attribute("textguard.service.audit", "AuditStore")
+    if store_class is None:
+        logger.warning("textguard.service.audit is not available: decisions are not audited")
+        return None
+    return store_class.from_settings(settings)
+
+
+def _optional_attribute(module_name: str, attribute: str) -> Any:
+    """`module.attribute`, or None when that module does not exist (a missing dependency still raises)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    return getattr(module, attribute)

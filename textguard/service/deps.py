@@ -1,0 +1,27 @@
+"""`Annotated` dependency aliases for route signatures: `service: Scoring`, `client: Client`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from textguard.service.model_manager import ModelManager
+from textguard.service.scoring import ScoringService
+from textguard.service.security import Client
+
+
+def _scoring(request: Request) -> ScoringService:
+    service: ScoringService = request.app.state.scoring
+    return service
+
+
+def _models(request: Request) -> ModelManager:
+    manager: ModelManager = request.app.state.model_manager
+    return manager
+
+
+Scoring = Annotated[ScoringService, Depends(_scoring)]
+Models = Annotated[ModelManager, Depends(_models)]
+
+__all__ = ["Client", "Models", "Scoring"]

@@ -1,0 +1,282 @@
+"""Loads the model once, warms it up, reports readiness, and swaps in new versions without failing a request.
+
+What is served is one immutable `LoadedModel` (scorer + name/version/alias). The batcher reads the
+reference once per drain, so a swap is one attribute assignment: requests already drained finish on the
+old model, later ones use the new one, none fail. A new version is loaded and warmed up in a thread
+*before* the swap, while the old one keeps serving.
+
+What is polled (every `model_poll_seconds`):
+- `models:/<name>@<alias>`: the registry's version behind the alias (promotion = hot swap);
+- a local artefact directory: the fingerprint of its `textguard.json` (which records every file's
+  sha256), so a re-mounted volume or a replaced artefact is picked up too;
+- `models:/<name>/<version>` and `runs:/...` are immutable and not polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textguard.errors import ModelLoadError, TextguardError
+from textguard.labels import LABELS
+from textguard.service.errors import NotReady
+from textguard.spec import SPEC_FILENAME, ModelSpec
+
+if TYPE_CHECKING:
+    from textguard.scorer import Scorer
+    from textguard.service.metrics import ServiceMetrics
+    from textguard.service.settings import ServiceSettings
+
+logger = logging.getLogger("textguard.service.model")
+
+#: Token lengths of the warm-up forwards: short chat, typical, and the model's maximum.
+WARMUP_WORDS = (4, 24, 512)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What the `model` setting points at, and how to tell that it changed."""
+
+    uri: str
+    name: str
+    alias: str | None = None
+    fixed_version: str | None = None
+
+    @property
+    def is_registry_alias(self) -> bool:
+        return self.alias is not None
+
+    @property
+    def is_local(self) -> bool:
+        return not self.uri.startswith(("models:/", "runs:/", "mlflow-artifacts:/"))
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    if uri.startswith("models:/"):
+        rest = uri.removeprefix("models:/").strip("/")
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            if not name or not alias:
+                raise ModelLoadError(f"model URI {uri!r} must look like models:/<name>@<alias>")
+            return ModelRef(uri, name=name, alias=alias)
+        name, _, version = rest.partition("/")
+        if not name or not version:
+            raise ModelLoadError(
+                f"model URI {uri!r} must look like models:/<name>/<version> or models:/<name>@<alias>"
+            )
+        return ModelRef(uri, name=name, fixed_version=version)
+    if uri.startswith("runs:/"):
+        run_id = uri.removeprefix("runs:/").strip("/").split("/", 1)[0]
+        return ModelRef(uri, name="textguard", fixed_version=f"run-{run_id}")
+    return ModelRef(uri, name="textguard")
+
+
+def spec_fingerprint(spec: ModelSpec) -> str:
+    payload = spec.model_dump_json(exclude={"created_at"}).encode("utf-8")
+    return hashlib.sha256(payload).hexdigest()[:12]
+
+
+def local_version(directory: Path) -> str:
+    """The version of a local artefact: a fingerprint of its spec (which covers every file's checksum)."""
+    try:
+        return "local-" + hashlib.sha256((directory / SPEC_FILENAME).read_bytes()).hexdigest()[:12]
+    except OSError as exc:
+        raise ModelLoadError(f"{directory}: cannot read {SPEC_FILENAME}: {exc.strerror}") from None
+
+
+def registry_alias_version(name: str, alias: str) -> str:
+    from textguard.tracking.registry import alias_version
+
+    version = alias_version(name, alias)
+    if version is None:
+        raise ModelLoadError(
+            f"models:/{name}@{alias}: no such alias in the registry (promote one with `textguard promote`)"
+        )
+    return str(version)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    scorer: Scorer
+    name: str
+    version: str
+    alias: str | None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def info(self) -> dict[str, str | None]:
+        return {"name": self.name, "version": self.version, "alias": self.alias}
+
+
+class ModelManager:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        scorer: Scorer | None = None,
+        metrics: ServiceMetrics | None = None,
+        version_of: Callable[[ModelRef], str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ref = parse_model_uri(settings.model)
+        self.metrics = metrics
+        self._version_of = version_of or self._current_version
+        self._current: LoadedModel | None = None
+        self._initial = scorer
+        self._tasks: list[asyncio.Task[None]] = []
+        self.error: str | None = None
+        self.swaps = 0
+
+    # -- what the routes and the batcher see ---------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    @property
+    def current(self) -> LoadedModel:
+        model = self._current
+        if model is None:
+            raise NotReady(self.error or "the model is still loading; retry shortly", retry_after=2)
+        return model
+
+    @property
+    def scorer(self) -> Scorer:
+        return self.current.scorer
+
+    @property
+    def info(self) -> dict[str, str | None]:
+        return self.current.info
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Install the given scorer now, or start loading in the background (readiness follows)."""
+        if self._initial is not None:
+            spec = self._initial.spec
+            self._install(LoadedModel(self._initial, spec.name, "local-" + spec_fingerprint(spec), None))
+            self._initial = None
+            return
+        self._tasks.append(asyncio.create_task(self._load_then_watch(), name="textguard-model"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _load_then_watch(self) -> None:
+        retry = max(self.settings.model_poll_seconds, 1.0) if self.settings.model_poll_seconds else 5.0
+        while self._current is None:
+            if await self.refresh():
+                break
+            await asyncio.sleep(retry)
+        if self.settings.model_poll_seconds <= 0 or self.ref.fixed_version is not None:
+            return
+        while True:
+            await asyncio.sleep(self.settings.model_poll_seconds)
+            await self.refresh()
+
+    async def refresh(self) -> bool:
+        """Load the version the model reference points at now unless already served; True if swapped."""
+        try:
+            version = await asyncio.to_thread(self._version_of, self.ref)
+            if self._current is not None and version == self._current.version:
+                return False
+            loaded = await asyncio.to_thread(self._load, version)
+        except (TextguardError, OSError, ValueError) as exc:
+            self._failed(exc)
+            return False
+        except Exception as exc:  # registry clients raise their own types; never kill the watcher
+            self._failed(exc)
+            return False
+        self._install(loaded)
+        return True
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _current_version(self, ref: ModelRef) -> str:
+        if ref.fixed_version is not None:
+            return ref.fixed_version
+        if ref.alias is not None:
+            return registry_alias_version(ref.name, ref.alias)
+        from textguard.artifact import resolve_artifact
+
+        return local_version(resolve_artifact(ref.uri))
+
+    def _load(self, version: str) -> LoadedModel:
+        from textguard.scorer import Scorer
+
+        uri = f"models:/{self.ref.name}/{version}" if self.ref.is_registry_alias else self.ref.uri
+        started = time.perf_counter()
+        scorer = Scorer.from_artifact(
+            uri,
+            backend=self.settings.backend,
+            quantized=self.settings.quantized,
+            max_batch_size=self.settings.batch_max_size,
+        )
+        if list(scorer.spec.labels) != list(LABELS):
+            raise ModelLoadError(
+                f"{uri} predicts {scorer.spec.labels}, but this service serves the taxonomy {list(LABELS)}"
+            )
+        if self.settings.warmup:
+            warm_up(scorer, self.settings.batch_max_size)
+        logger.info(
+            "model loaded",
+            extra={
+                "fields": {
+                    "model": self.ref.name,
+                    "version": version,
+                    "backend": self.settings.backend,
+                    "seconds": round(time.perf_counter() - started, 2),
+                }
+            },
+        )
+        # A local directory replaced mid-load shows a different fingerprint at the next poll and reloads.
+        name = scorer.spec.name if self.ref.is_local else self.ref.name
+        return LoadedModel(scorer, name, version, self.ref.alias)
+
+    def _install(self, loaded: LoadedModel) -> None:
+        previous = self._current
+        self._current = loaded  # the swap: one reference assignment
+        self.error = None
+        if self.metrics is not None:
+            self.metrics.set_model(loaded.name, loaded.version, loaded.alias)
+            if previous is not None:
+                self.metrics.model_swaps.inc()
+        if previous is not None:
+            self.swaps += 1
+            logger.info(
+                "model swapped",
+                extra={"fields": {"from_version": previous.version, "to_version": loaded.version}},
+            )
+
+    def _failed(self, exc: BaseException) -> None:
+        message = str(exc) if isinstance(exc, TextguardError) else f"{type(exc).__name__}: {exc}"
+        self.error = None if self._current is not None else f"model not loaded: {message}"
+        if self.metrics is not None:
+            self.metrics.model_load_failures.inc()
+        logger.error(
+            "model load failed"
+            if self._current is None
+            else "model refresh failed; still serving the old one",
+            extra={"fields": {"model": self.settings.model, "reason": message[:500]}},
+        )
+
+
+def warm_up(scorer: Scorer, batch_size: int) -> None:
+    """Forward passes at a few lengths and at the serving batch size, so the first requests don't pay
+    for lazy initialisation (allocator growth, kernel selection, oneDNN primitive caches)."""
+    for words in WARMUP_WORDS:
+        text = " ".join(["meeting"] * words)
+        for size in sorted({1, batch_size}):
+            scorer.logits_from_ids(scorer.encode([text] * size))

@@ -1,0 +1,62 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics and the model/policy description.
+
+/healthz and /readyz are unauthenticated (Kubernetes probes), as is /metrics (scraped inside the
+cluster; it carries counts only, never text). /v1/model is behind the API key like the rest of /v1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from textguard.labels import TAXONOMY_VERSION
+from textguard.service.deps import Client, Models
+from textguard.service.errors import NotReady, ServiceError, error_response
+from textguard.service.schemas import ModelDescription, error_responses
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness: the event loop answers and the inference worker thread is running."""
+    batcher = request.app.state.batcher
+    if not batcher.alive:
+        return error_response(ServiceError("the inference worker has stopped; restart the process"))
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", responses=error_responses(503))
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the model is loaded and warmed up, and the process is not shutting down."""
+    manager = request.app.state.model_manager
+    if not manager.ready or not request.app.state.batcher.alive:
+        return error_response(NotReady(manager.error or "the model is still loading", retry_after=2))
+    return JSONResponse({"status": "ready", "model": manager.info})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/model", response_model=ModelDescription, responses=error_responses(401, 429, 503))
+async def model(request: Request, models: Models, client: Client) -> Any:
+    """The model being served (name, version, alias, labels, thresholds, temperature) and the policies."""
+    current = models.current
+    spec = current.scorer.spec
+    return ModelDescription(
+        name=current.name,
+        version=current.version,
+        alias=current.alias,
+        labels=list(spec.labels),
+        taxonomy_version=spec.taxonomy_version or TAXONOMY_VERSION,
+        thresholds=dict(spec.thresholds),
+        temperature=spec.temperature,
+        max_length=spec.max_length,
+        backend=current.scorer.backend.name,
+        policies=request.app.state.policies.describe(),
+    )

@@ -1,0 +1,184 @@
+"""Request and response contracts of the HTTP API (pydantic; the OpenAPI schema is generated from them).
+
+Limits that depend on settings (messages per request, characters per text) are checked after
+parsing by `textguard.service.scoring`, so they can name the offending field (`messages.3.text`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+Action = Literal["allow", "review", "block"]
+Source = Literal["chat", "caption"]
+
+_LANGUAGE = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
+
+
+def _valid_unicode(value: str) -> str:
+    # JSON can carry "\ud800": a lone surrogate is not text, and tokenizers and databases reject it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate (\\ud800-\\udfff): not valid Unicode text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+#: Caller ids are echoed back and stored (hashed) in the audit log: printable text only.
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_valid_unicode)
+]
+Language = Annotated[str, Field(max_length=35, pattern=_LANGUAGE, examples=["fr", "pt-BR"])]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# -- /v1/score ---------------------------------------------------------------------------------------
+
+
+class MessageIn(Contract):
+    id: Identifier = Field(description="the caller's message id (unique within the request)")
+    text: Text = Field(description="the message as typed or captioned (normalised server-side)")
+    language: Language | None = Field(default=None, description="BCP-47 tag; detected when absent")
+    source: Source = "chat"
+    meeting_id: Identifier | None = None
+    speaker_id: Identifier | None = None
+
+
+class ScoreRequest(Contract):
+    messages: list[MessageIn] = Field(min_length=1)
+    policy: str | None = Field(default=None, description="policy name; the server's default when absent")
+
+
+class ModelInfo(Contract):
+    name: str
+    version: str
+    alias: str | None = None
+
+
+class MessageResult(Contract):
+    id: str
+    scores: dict[str, float] = Field(description="calibrated probability per label")
+    labels: list[str] = Field(description="labels at or above the policy's review threshold")
+    action: Action
+    language: str
+
+
+class ScoreResponse(Contract):
+    model: ModelInfo
+    policy: str
+    results: list[MessageResult]
+
+
+# -- /v1/moderations (OpenAI-compatible) --------------------------------------------------------------
+
+
+def _string_or_list(value: Any) -> Any:
+    if not isinstance(value, str | list):
+        raise ValueError(
+            "must be a string, a list of strings or a list of {'type': 'text', 'text': ...} parts"
+        )
+    return value
+
+
+class ModerationRequest(Contract):
+    # Items are checked one by one in `moderation_texts` so an error names its index (input.3).
+    input: Annotated[str | list[Any], BeforeValidator(_string_or_list)] = Field(
+        description="a string, a list of strings, or a list of {'type': 'text', 'text': ...} parts "
+        "(image parts are refused: textguard classifies text only)"
+    )
+    model: str | None = None
+    #: textguard extension (OpenAI SDK: `extra_body={"policy": "strict"}`).
+    policy: str | None = None
+
+
+def moderation_texts(request: ModerationRequest) -> list[tuple[str, str]]:
+    """(field path, text) per input item; raises ValueError("field: problem") for a bad item."""
+    if isinstance(request.input, str):
+        return [("input", _checked_text(request.input, "input"))]
+    if not request.input:
+        raise ValueError("input: must not be empty")
+    texts = []
+    for index, item in enumerate(request.input):
+        where = f"input.{index}"
+        if isinstance(item, str):
+            texts.append((where, _checked_text(item, where)))
+        elif isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
+            texts.append((f"{where}.text", _checked_text(item["text"], f"{where}.text")))
+        elif isinstance(item, dict) and item.get("type") == "image_url":
+            raise ValueError(f"{where}: image inputs are not supported; textguard classifies text only")
+        else:
+            raise ValueError(f"{where}: must be a string or a {{'type': 'text', 'text': ...}} part")
+    return texts
+
+
+def _checked_text(value: str, where: str) -> str:
+    try:
+        return _valid_unicode(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+class ModerationResult(Contract):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[str]]
+
+
+class ModerationResponse(Contract):
+    id: str
+    model: str
+    results: list[ModerationResult]
+
+
+# -- /v1/model ---------------------------------------------------------------------------------------
+
+
+class ModelDescription(Contract):
+    name: str
+    version: str
+    alias: str | None
+    labels: list[str]
+    taxonomy_version: str
+    thresholds: dict[str, float] = Field(description="the model spec's tuned per-label thresholds")
+    temperature: float
+    max_length: int
+    backend: str
+    policies: dict[str, Any] = Field(description="the loaded policy file: default and per-policy thresholds")
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(Contract):
+    type: str = Field(
+        description="error kind: validation_error, bad_request, unauthorized, rate_limited, ..."
+    )
+    message: str
+    field: str | None = Field(default=None, description="path of the offending field, e.g. messages.3.text")
+
+
+class ErrorResponse(Contract):
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the error statuses a route can answer (all share one body)."""
+    descriptions = {
+        400: "malformed JSON or invalid UTF-8",
+        401: "missing or invalid API key",
+        413: "request body too large",
+        422: "a field is invalid (the error names it)",
+        429: "rate limit exceeded (see Retry-After)",
+        503: "not ready, overloaded or audit store unavailable (see Retry-After)",
+    }
+    return {status: {"model": ErrorResponse, "description": descriptions[status]} for status in statuses}
+
+
+#: What every authenticated scoring route can answer besides 200.
+SCORING_ERRORS = error_responses(400, 401, 413, 422, 429, 503)
