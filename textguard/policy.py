@@ -3,8 +3,9 @@
 A policy file names several policies (a platform default, a strict one for education tenants, a
 lenient one for newsrooms and researchers, a monitor-only one for rollouts), each with a review and a
 block threshold per label. The thresholds apply to *calibrated* probabilities, so one number means the
-same thing for every model version that shares the taxonomy; the model spec's own thresholds (tuned
-on validation) are reported next to them by `GET /v1/model` but do not drive actions.
+same thing for every model version that shares the taxonomy. `review: model` uses the threshold the
+model spec carries (chosen on validation by the training config's threshold policy), so the platform
+default follows each model's calibration while stricter tenants can pin their own numbers.
 
     version: 1
     taxonomy_version: "1.0.0"
@@ -13,7 +14,7 @@ on validation) are reported next to them by `GET /v1/model` but do not drive act
       default:
         description: ...
         thresholds:
-          violent_threat: {review: 0.5, block: 0.85}
+          violent_threat: {review: model, block: 0.85}
           ...
 
 Every label of the taxonomy must be listed in every policy: a forgotten label would otherwise be
@@ -23,9 +24,10 @@ silently never flagged. `block: null` means the label never blocks on its own (r
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -48,13 +50,17 @@ class UnknownPolicyError(TextguardError):
         self.known = known
 
 
+#: `review: model` defers to the threshold in the model spec.
+MODEL_THRESHOLD = "model"
+
+
 class LabelThresholds(StrictModel):
-    review: float = Field(ge=0.0, le=1.0)
+    review: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["model"]
     block: float | None = Field(default=None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _review_not_above_block(self) -> LabelThresholds:
-        if self.block is not None and self.review > self.block:
+        if self.block is not None and isinstance(self.review, float) and self.review > self.block:
             raise ValueError(f"review threshold {self.review} is above the block threshold {self.block}")
         return self
 
@@ -106,15 +112,33 @@ class Decision:
 class Policy:
     name: str
     description: str
-    review: dict[str, float]
+    review: dict[str, float | Literal["model"]]
     block: dict[str, float | None]
 
-    def decide(self, scores: dict[str, float]) -> Decision:
+    def review_thresholds(self, model_thresholds: Mapping[str, float] | None) -> dict[str, float]:
+        """Numeric review thresholds, `model` entries taken from the model spec's thresholds."""
+        resolved = {}
+        for label, value in self.review.items():
+            if value == MODEL_THRESHOLD:
+                if model_thresholds is None:
+                    raise ValueError(
+                        f"policy {self.name!r} defers {label} to the model's threshold; pass them"
+                    )
+                resolved[label] = float(model_thresholds[label])
+            else:
+                resolved[label] = float(value)
+        return resolved
+
+    def decide(
+        self, scores: dict[str, float], model_thresholds: Mapping[str, float] | None = None
+    ) -> Decision:
         """The strongest action any label triggers: block > review > allow."""
-        flagged = [label for label in LABELS if scores[label] >= self.review[label]]
-        blocked = any(
-            (threshold := self.block[label]) is not None and scores[label] >= threshold for label in flagged
-        )
+        review = self.review_thresholds(model_thresholds)
+        blocked_labels = [
+            label for label in LABELS if (limit := self.block[label]) is not None and scores[label] >= limit
+        ]
+        flagged = [label for label in LABELS if scores[label] >= review[label] or label in blocked_labels]
+        blocked = bool(blocked_labels)
         action: Action = "block" if blocked else "review" if flagged else "allow"
         return Decision(labels=flagged, action=action)
 

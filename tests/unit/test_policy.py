@@ -30,12 +30,25 @@ def test_shipped_policy_file_loads_with_a_strict_policy_for_education() -> None:
     assert policies.default == "default"
     assert {"default", "strict", "lenient", "monitor"} <= set(policies.names)
     default, strict = policies.get("default"), policies.get("strict")
+    model_thresholds = dict.fromkeys(LABELS, 0.5)
+    strict_review = strict.review_thresholds(model_thresholds)
+    default_review = default.review_thresholds(model_thresholds)
     for label in LABELS:
-        assert strict.review[label] <= default.review[label]
+        assert strict_review[label] <= default_review[label]
     # The monitor policy flags like the default one but never blocks.
     scores = dict.fromkeys(LABELS, 0.99)
-    assert policies.get("monitor").decide(scores).action == "review"
-    assert default.decide(scores).action == "block"
+    assert policies.get("monitor").decide(scores, model_thresholds).action == "review"
+    assert default.decide(scores, model_thresholds).action == "block"
+
+
+def test_review_model_follows_the_thresholds_in_the_model_spec() -> None:
+    policies = PolicySet.load(project_root() / DEFAULT_POLICY_PATH)
+    default = policies.get("default")
+    scores = dict.fromkeys(LABELS, 0.0) | {"violent_threat": 0.3}
+    assert default.decide(scores, dict.fromkeys(LABELS, 0.25)).labels == ["violent_threat"]
+    assert default.decide(scores, dict.fromkeys(LABELS, 0.35)).action == "allow"
+    with pytest.raises(ValueError, match="model's threshold"):
+        default.decide(scores)
 
 
 def test_relative_default_path_resolves_from_any_working_directory(

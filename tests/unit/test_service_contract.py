@@ -108,11 +108,12 @@ def test_score_answers_each_message_in_order_with_the_policy_decision(
     assert payload["model"]["version"].startswith("local-")
     assert [result["id"] for result in payload["results"]] == ["m0", "m1", "m2"]
     default = PolicySet.load("configs/policies/default.yaml").get("default")
+    thresholds = scorer.spec.thresholds
     expected = scorer.predict_proba(texts)
     for row, result in zip(expected, payload["results"], strict=True):
         assert list(result["scores"]) == list(LABELS)
         np.testing.assert_allclose([result["scores"][label] for label in LABELS], row, atol=1e-5)
-        decision = default.decide(result["scores"])
+        decision = default.decide(result["scores"], thresholds)
         assert (result["labels"], result["action"]) == (decision.labels, decision.action)
     assert payload["results"][1]["language"] == "fr"
     assert payload["results"][0]["language"] == "en"

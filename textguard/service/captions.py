@@ -174,14 +174,14 @@ async def score_segment(
     if hasattr(batcher, "score_with_model"):
         # The exact model that scored these texts: a hot swap may land between two segments.
         probs, model = await batcher.score_with_model(texts)
-        labels, info = list(model.scorer.spec.labels), dict(model.info)
+        spec, info = model.scorer.spec, dict(model.info)
     else:
         probs = await batcher.score(texts)
         manager = app_state.model_manager
-        labels, info = list(manager.scorer.spec.labels), dict(manager.info)
+        spec, info = manager.scorer.spec, dict(manager.info)
     probs = np.asarray(probs)
-    scores = {label: float(probs[:, index].max()) for index, label in enumerate(labels)}
-    return scores, policy.decide(scores), context, info
+    scores = {label: float(probs[:, index].max()) for index, label in enumerate(spec.labels)}
+    return scores, policy.decide(scores, spec.thresholds), context, info
 
 
 @router.websocket_route("/v1/meetings/{meeting_id}/captions", name="caption_stream")

@@ -110,7 +110,9 @@ class ScoringService:
         results = []
         for item, language, row in zip(items, languages, probs, strict=True):
             scores = {label: float(value) for label, value in zip(labels, row, strict=True)}
-            results.append(Scored(item, language, scores, policy.decide(scores)))
+            results.append(
+                Scored(item, language, scores, policy.decide(scores, model.scorer.spec.thresholds))
+            )
         request_id = getattr(request.state, "request_id", None) if request is not None else None
         await self._audit(results, model, policy, request_id)
         self.metrics.record_decisions(policy.name, ((r.decision.labels, r.decision.action) for r in results))
