@@ -52,7 +52,7 @@ demo: $(STAMP) ## The main job on the offline model: prepare seed data, card, tr
 	$(BIN)/textguard train --config configs/quickstart.yaml
 	$(BIN)/textguard evaluate --model models:/textguard@candidate --data data/prepared/seed \
 		--suite textguard/resources/suites/meeting_functional.csv --perturb obfuscation,caption,typos
-	$(BIN)/textguard promote --alias champion --from-alias candidate --reason "make demo"
+	$(BIN)/textguard promote --from-alias candidate --alias champion --reason "make demo"
 	@echo
 	@echo "Serve it:        $(BIN)/textguard serve --model models:/textguard@champion"
 	@echo "Open MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"

@@ -66,6 +66,22 @@ def test_promote_command_moves_the_alias_and_says_what_moved(
     assert isinstance(neither.exception, ConfigError)
 
 
+def test_promote_from_alias_follows_the_other_alias(env: str) -> None:
+    from textguard.cli import app
+
+    runner = CliRunner()
+    candidate = registry.alias_version("textguard", "candidate")
+    moved = runner.invoke(
+        app, ["promote", "--from-alias", "candidate", "--alias", "staging", "--reason", "r"]
+    )
+    assert moved.exit_code == 0, moved.output
+    assert registry.alias_version("textguard", "staging") == candidate
+    unknown = runner.invoke(app, ["promote", "--from-alias", "nope", "--alias", "staging"])
+    assert isinstance(unknown.exception, ConfigError) and "textguard@nope does not exist" in str(
+        unknown.exception
+    )
+
+
 def test_promote_errors_are_one_line_with_exit_code_2(env: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "textguard", "promote", "--version", "42", "--alias", "champion"],

@@ -24,6 +24,9 @@ def promote(
     run: str | None = typer.Option(
         None, "--run", help="Run ID that registered the version (instead of, or as a check on, --version)."
     ),
+    from_alias: str | None = typer.Option(
+        None, "--from-alias", help="Promote the version another alias points at, e.g. candidate."
+    ),
     name: str = typer.Option("textguard", "--name", help="Registered model name."),
     reason: str = typer.Option("manual promotion", "--reason", help="Why; recorded on the model version."),
     user: str | None = typer.Option(None, "--user", help="Who promotes (default: $USER)."),
@@ -34,10 +37,17 @@ def promote(
     \b
     Example:
       textguard promote --version 3 --alias champion --reason "beats v2 on the functional suite"
+      textguard promote --from-alias candidate --alias champion --reason "passed the gate"
     """
-    from textguard.tracking.registry import promote_alias
+    from textguard.tracking.registry import alias_version, promote_alias
 
     _use_tracking_uri(tracking_uri)
+    if from_alias is not None:
+        if version is not None:
+            raise ConfigError("give --version or --from-alias, not both")
+        version = alias_version(name, from_alias)
+        if version is None:
+            raise ConfigError(f"alias models:/{name}@{from_alias} does not exist: nothing to promote")
     promotion = promote_alias(name, alias, version=version, run_id=run, reason=reason, user=user)
     typer.echo(promotion.describe())
 
