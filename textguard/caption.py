@@ -95,6 +95,10 @@ _INNER_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
 _MAX_SPELLED_DIGITS = 9
 
 
+#: Suffix of a caption copy's id: the copy of row "r1" is "r1#caption" (or "r1#caption:<n>").
+CAPTION_SUFFIX = "#caption"
+
+
 class CaptionConfig(StrictModel):
     """Adds a caption copy of a dataset (one row per message, or per caption segment)."""
 
@@ -181,22 +185,29 @@ def caption_rows(rows: Iterable[Mapping[str, Any]], config: CaptionConfig) -> li
     """
     out: list[dict[str, Any]] = []
     for row in rows:
-        segments = to_caption_style(
-            str(row["text"]),
-            language=str(row.get("language") or "en"),
-            seed=config.seed,
-            filler_rate=config.filler_rate,
-            max_words_per_segment=config.max_words_per_segment,
-            emoji=config.emoji,
-            urls=config.urls,
-        )
-        if config.mode == "joined":
-            joined = normalize(" ".join(segments))
-            texts = [(f"{row['id']}#caption", joined)] if joined else []
-        else:
-            texts = [(f"{row['id']}#caption:{index}", segment) for index, segment in enumerate(segments)]
+        texts = caption_variants(str(row["id"]), str(row["text"]), str(row.get("language") or "en"), config)
         out.extend({**row, "id": row_id, "text": caption, "source": "caption"} for row_id, caption in texts)
     return out
+
+
+def caption_variants(row_id: str, text: str, language: str, config: CaptionConfig) -> list[tuple[str, str]]:
+    """(id, caption text) for one message: one joined copy, or one per segment in "segments" mode.
+
+    Empty when the message has nothing speakable (e.g. only emoji with emoji="drop").
+    """
+    segments = to_caption_style(
+        text,
+        language=language or "en",
+        seed=config.seed,
+        filler_rate=config.filler_rate,
+        max_words_per_segment=config.max_words_per_segment,
+        emoji=config.emoji,
+        urls=config.urls,
+    )
+    if config.mode == "joined":
+        joined = normalize(" ".join(segments))
+        return [(f"{row_id}{CAPTION_SUFFIX}", joined)] if joined else []
+    return [(f"{row_id}{CAPTION_SUFFIX}:{index}", segment) for index, segment in enumerate(segments)]
 
 
 def _base_language(language: str) -> str:

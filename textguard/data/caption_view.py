@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from textguard.caption import CAPTION_SUFFIX, caption_variants
 from textguard.data.dataconfig import CaptionSpec
 from textguard.data.examples import Example
 from textguard.data.splits import unit
 
-CAPTION_SUFFIX = "#caption"
+__all__ = ["CAPTION_SUFFIX", "caption_copies"]
 
 
 def caption_copies(
@@ -22,9 +23,6 @@ def caption_copies(
 ) -> tuple[list[Example], dict[str, Any]]:
     """Caption copies of the chosen rows (rows that already are captions are left alone)."""
     from tqdm.auto import tqdm
-
-    from textguard.caption import to_caption_style
-    from textguard.text import normalize
 
     chosen = [
         row
@@ -40,20 +38,7 @@ def caption_copies(
     empty = 0
     for row in tqdm(chosen, desc="caption copies", unit=" rows", disable=not progress):
         # Seeded by (seed, text) inside textguard.caption: the same text always gets the same caption.
-        segments = to_caption_style(
-            row.text,
-            language=row.language or "en",
-            seed=spec.seed,
-            filler_rate=spec.filler_rate,
-            max_words_per_segment=spec.max_words_per_segment,
-            emoji=spec.emoji,
-            urls=spec.urls,
-        )
-        if spec.mode == "joined":
-            joined = normalize(" ".join(segments))
-            texts = [(f"{row.id}{CAPTION_SUFFIX}", joined)] if joined else []
-        else:
-            texts = [(f"{row.id}{CAPTION_SUFFIX}:{index}", segment) for index, segment in enumerate(segments)]
+        texts = caption_variants(row.id, row.text, row.language or "en", spec)
         if not texts:
             empty += 1
             continue
