@@ -94,9 +94,7 @@ def validate(model: type[ModelT], data: dict[str, Any], source: str) -> ModelT:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_config(
-    model: type[ModelT], path: str | Path, overrides: list[str] | tuple[str, ...] = ()
-) -> ModelT:
+def load_config(model: type[ModelT], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ModelT:
     """Load YAML at `path`, apply `--set` overrides, validate against `model`."""
     data = apply_overrides(read_yaml(path), overrides)
     return validate(model, data, str(path))

@@ -23,7 +23,9 @@ def _bert_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> Any:
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    tokenizer.train_from_iterator(
+        corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+    )
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -49,7 +51,9 @@ def _xlmr_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> Any:
     # Same special-token layout as xlm-roberta-base: <s>=0, <pad>=1, </s>=2, <unk>=3.
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     sentencepiece = SentencePieceUnigramTokenizer()
-    sentencepiece.train_from_iterator(corpus, vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>")
+    sentencepiece.train_from_iterator(
+        corpus, vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"
+    )
     backend = sentencepiece._tokenizer
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
@@ -67,25 +71,39 @@ def _xlmr_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> Any:
     )
 
 
-def build_tiny_model(
+def build_tiny_tokenizer(
+    architecture: TinyArchitecture, corpus: Iterable[str], *, vocab_size: int = 1000, max_length: int = 64
+) -> Any:
+    """A fast tokenizer trained on `corpus` (normalised first, as every text is before tokenisation)."""
+    texts = [normalize(text) for text in corpus]
+    if not texts:
+        raise ValueError("a tiny model needs a non-empty corpus to train its tokenizer")
+    if architecture == "bert":
+        return _bert_tokenizer(texts, vocab_size, max_length)
+    if architecture == "xlm-roberta":
+        return _xlmr_tokenizer(texts, vocab_size, max_length)
+    raise ValueError(f"unknown tiny architecture {architecture!r}: choose bert or xlm-roberta")
+
+
+def build_tiny_classifier(
     architecture: TinyArchitecture,
-    corpus: Iterable[str],
+    tokenizer: Any,
     *,
-    vocab_size: int = 1000,
     hidden_size: int = 32,
     num_layers: int = 2,
     num_heads: int = 2,
     max_length: int = 64,
     seed: int = 0,
-) -> tuple[Any, Any]:
-    """(model, tokenizer) for a tiny multi-label classifier over the taxonomy."""
+) -> Any:
+    """A randomly initialised multi-label classifier over the taxonomy sized for `tokenizer`."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, XLMRobertaConfig
-    from transformers import XLMRobertaForSequenceClassification
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        XLMRobertaConfig,
+        XLMRobertaForSequenceClassification,
+    )
 
-    texts = [normalize(text) for text in corpus]
-    if not texts:
-        raise ValueError("a tiny model needs a non-empty corpus to train its tokenizer")
     common: dict[str, Any] = {
         "hidden_size": hidden_size,
         "num_hidden_layers": num_layers,
@@ -98,20 +116,46 @@ def build_tiny_model(
     }
     torch.manual_seed(seed)
     if architecture == "bert":
-        tokenizer = _bert_tokenizer(texts, vocab_size, max_length)
-        config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max_length, **common)
-        model: Any = BertForSequenceClassification(config)
-    elif architecture == "xlm-roberta":
-        tokenizer = _xlmr_tokenizer(texts, vocab_size, max_length)
+        bert = BertConfig(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max_length,
+            pad_token_id=tokenizer.pad_token_id,
+            **common,
+        )
+        return BertForSequenceClassification(bert)
+    if architecture == "xlm-roberta":
         # XLM-R offsets positions by padding_idx + 1, hence the two extra positions.
-        config = XLMRobertaConfig(
+        xlmr = XLMRobertaConfig(
             vocab_size=len(tokenizer),
             max_position_embeddings=max_length + 2,
             pad_token_id=tokenizer.pad_token_id,
             type_vocab_size=1,
             **common,
         )
-        model = XLMRobertaForSequenceClassification(config)
-    else:
-        raise ValueError(f"unknown tiny architecture {architecture!r}: choose bert or xlm-roberta")
+        return XLMRobertaForSequenceClassification(xlmr)
+    raise ValueError(f"unknown tiny architecture {architecture!r}: choose bert or xlm-roberta")
+
+
+def build_tiny_model(
+    architecture: TinyArchitecture,
+    corpus: Iterable[str],
+    *,
+    vocab_size: int = 1000,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    max_length: int = 64,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for a tiny multi-label classifier over the taxonomy."""
+    tokenizer = build_tiny_tokenizer(architecture, corpus, vocab_size=vocab_size, max_length=max_length)
+    model = build_tiny_classifier(
+        architecture,
+        tokenizer,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        max_length=max_length,
+        seed=seed,
+    )
     return model, tokenizer

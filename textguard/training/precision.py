@@ -1,0 +1,26 @@
+"""Numeric precision for training: mixed precision only where the device supports it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from textguard.errors import ConfigError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def resolve_precision(requested: str) -> Precision:
+    """fp32/bf16/fp16 for this machine: mixed precision only where the device supports it."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if requested == "auto":
+        return "bf16" if bf16_ok else "fp16" if cuda else "fp32"
+    if requested == "fp16" and not cuda:
+        raise ConfigError(
+            "training.precision=fp16 needs a CUDA GPU; use fp32 (or bf16 on a CPU with bf16 units)"
+        )
+    if requested == "bf16" and cuda and not bf16_ok:
+        raise ConfigError("training.precision=bf16: this GPU has no bf16 support; use fp16 or auto")
+    return requested  # type: ignore[return-value]
