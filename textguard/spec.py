@@ -121,5 +121,26 @@ def verify_artifact(directory: Path, spec: ModelSpec) -> None:
             problems.append(f"{relative} is missing")
         elif sha256_file(path) != expected:
             problems.append(f"{relative} does not match its recorded sha256 (tampered or truncated)")
+        elif path.suffix == ".safetensors" and not _is_safetensors(path):
+            # A checksum proves the file is the one recorded, not that it is what its name says: a pickle
+            # renamed .safetensors would otherwise fail deep in transformers with a SafetensorError.
+            problems.append(f"{relative} is not in safetensors format")
     if problems:
         raise ModelLoadError(f"{directory}: model integrity check failed: " + "; ".join(problems))
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Safetensors layout: an 8-byte little-endian header length, then that many bytes of a JSON object."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            return False
+        length = int.from_bytes(prefix, "little")
+        if length < 2 or length > min(size - 8, 100_000_000):  # safetensors' own header limit
+            return False
+        try:
+            header = json.loads(handle.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return False
+    return isinstance(header, dict)

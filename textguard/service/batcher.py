@@ -32,13 +32,17 @@ import numpy as np
 
 from textguard.encoding import plan_batches
 from textguard.postprocess import probabilities
-from textguard.service.errors import NotReady, Overloaded
+from textguard.service.errors import NotReady, Overloaded, ServiceError
 from textguard.service.metrics import ServiceMetrics
 from textguard.service.model_manager import LoadedModel
 
 logger = logging.getLogger("textguard.service.batcher")
 
 __all__ = ["MicroBatcher", "Overloaded"]
+
+
+class InvalidScores(ServiceError):
+    """The model's output is not a probability (NaN or infinite): a 500, never a decision."""
 
 
 @dataclass
@@ -147,6 +151,9 @@ class MicroBatcher:
                 self._set_depth()
             try:
                 self._process(jobs)
+            except InvalidScores as exc:  # logged with its reason where it was found
+                for job in jobs:
+                    _fail(job, exc)
             except Exception as exc:  # a failed drain fails its requests, never the worker
                 logger.exception("inference failed for %d requests", len(jobs))
                 for job in jobs:
@@ -172,6 +179,13 @@ class MicroBatcher:
         for batch in plan_batches([len(seq) for seq in ids], self.max_batch_size, scorer.max_tokens):
             logits = scorer.logits_from_ids([ids[index] for index in batch])
             out[batch] = probabilities(logits, scorer.spec)
+            if not np.isfinite(out[batch]).all():
+                # NaN passes no threshold: answering would mean "allow" for every message. Fail closed.
+                logger.error(
+                    "the model produced non-finite scores; failing the requests of this drain",
+                    extra={"fields": {"model_version": model.version, "texts": len(batch)}},
+                )
+                raise InvalidScores("the model produced invalid scores; the request was not scored")
             if self.metrics is not None:
                 self.metrics.batch_size.observe(len(batch))
             for index in batch:

@@ -122,6 +122,9 @@ def parse_message(raw: str, max_text_chars: int = MAX_SEGMENT_CHARS) -> CaptionM
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ProtocolError("invalid_json", f"message is not JSON: {exc.msg} at position {exc.pos}") from None
+    except (ValueError, RecursionError):
+        # An integer of more than 4300 digits, or arrays nested thousands deep: client input, not a crash.
+        raise ProtocolError("invalid_json", "message is not JSON this server accepts") from None
     if not isinstance(data, dict):
         raise ProtocolError("validation_error", "message must be a JSON object")
     try:

@@ -111,7 +111,12 @@ class AuditUnavailable(ServiceError):
 
 
 def error_body(kind: str, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, "field": field}}
+    return {"error": {"type": kind, "message": _encodable(message), "field": _encodable(field)}}
+
+
+def _encodable(text: str | None) -> str | None:
+    """Lone surrogates (JSON \\ud800 escapes in a key or value) escaped: the body must encode as UTF-8."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_response(error: ServiceError) -> JSONResponse:

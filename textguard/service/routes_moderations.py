@@ -27,6 +27,9 @@ async def moderations(
 ) -> ModerationResponse:
     """Classify text input(s); `flagged` follows the policy's review thresholds (see docs/moderations.md)."""
     check_model_name(body.model, models.current.name)
+    if isinstance(body.input, list):
+        # Before the per-item checks: a 1 MB body holds ~300k empty strings.
+        service.check_count(len(body.input), "input")
     try:
         texts = moderation_texts(body)
     except ValueError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from textguard.labels import TAXONOMY_VERSION
@@ -38,8 +38,13 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": manager.info})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}},
+)
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics: counts and timings, never message text."""
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -74,12 +74,16 @@ class ScoringService:
         self.metrics = metrics
         self.languages = languages
 
-    def check_limits(self, items: Sequence[Item], collection: str) -> None:
-        if len(items) > self.settings.max_messages:
+    def check_count(self, count: int, collection: str) -> None:
+        """Refuse more than max_messages items; callers run it before any per-item work."""
+        if count > self.settings.max_messages:
             raise InvalidInput(
-                f"at most {self.settings.max_messages} items per request (got {len(items)}): split it",
+                f"at most {self.settings.max_messages} items per request (got {count}): split it",
                 field=collection,
             )
+
+    def check_limits(self, items: Sequence[Item], collection: str) -> None:
+        self.check_count(len(items), collection)
         seen: set[str] = set()
         for item in items:
             if len(item.text) > self.settings.max_text_chars:
