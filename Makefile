@@ -64,6 +64,8 @@ bench: $(STAMP) ## Benchmarks: ratios against a baseline measured in the same ru
 	$(BIN)/python bench/prepare_throughput.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/robustness_gap.py
 
 clean: ## Remove build outputs, prepared data and local MLflow state (keeps .venv)
 	rm -rf data/prepared mlruns mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache textguard_audit.db*

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from textguard.artifact import refresh_checksums, resolve_artifact
-from textguard.backends import ONNX_FILE, ONNX_INT8_FILE
+from textguard.backends import ONNX_FILE, ONNX_INT8_FILE, load_classifier
 from textguard.errors import ConfigError, ModelLoadError, TextguardError
 from textguard.postprocess import decide
 from textguard.spec import SPEC_FILENAME, ModelSpec, load_spec, sha256_file, verify_artifact
@@ -142,14 +142,8 @@ def _example_inputs(directory: Path, spec: ModelSpec) -> tuple[Any, Any]:
 
 def _logits_module(directory: Path) -> Any:
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            directory, use_safetensors=True, trust_remote_code=False
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{directory}: cannot load the model weights: {exc}") from None
+    model = load_classifier(directory)
 
     class LogitsOnly(torch.nn.Module):
         """Positional (input_ids, attention_mask) -> logits: the ONNX graph's exact interface."""

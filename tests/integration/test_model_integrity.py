@@ -346,12 +346,6 @@ def test_non_finite_scores_never_become_a_decision(tiny_artifact_copy: Path, tmp
         assert db.execute("SELECT COUNT(*) FROM audit_decisions").fetchone() == (0,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="textguard/backends.py loads safetensors memory-mapped: the served weights ARE the file, so "
-    "rewriting it in place changes (or, truncated, crashes with SIGBUS) the running model; "
-    "fix: from_pretrained(..., disable_mmap=True)",
-)
 def test_rewriting_the_weights_file_in_place_does_not_change_the_served_model(
     tiny_artifact_copy: Path, tmp_path: Path
 ) -> None:
