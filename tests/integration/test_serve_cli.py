@@ -130,6 +130,21 @@ def test_invalid_settings_fail_in_one_line(tiny_artifact: Path, tmp_path: Path) 
     assert "policies: List should have at least 1 item" in result.stderr or "at least 1" in result.stderr
 
 
+def test_a_tampered_local_model_fails_at_start_in_one_line(tiny_artifact_copy: Path, tmp_path: Path) -> None:
+    weights = tiny_artifact_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    result = subprocess.run(
+        [sys.executable, "-m", "textguard", "serve", "--model", str(tiny_artifact_copy), "--port", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.safetensors does not match" in lines[0], result.stderr
+
+
 @pytest.mark.slow
 def test_several_workers_share_settings_from_the_environment(tiny_artifact: Path, tmp_path: Path) -> None:
     port = free_port()

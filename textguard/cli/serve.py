@@ -72,6 +72,7 @@ def serve(
     max_text_chars: int | None = typer.Option(None, help="characters per message [4096]"),
     max_queue: int | None = typer.Option(None, help="queued texts before answering 503 [1024]"),
     batch_max_size: int | None = typer.Option(None, help="texts per forward pass [8]"),
+    inference_threads: int | None = typer.Option(None, help="ONNX intra-op threads; 0=one per core [0]"),
     model_poll_seconds: float | None = typer.Option(None, help="model refresh poll period, 0=off [30]"),
     caption_window_segments: int | None = typer.Option(None, help="caption segments per speaker window [5]"),
     caption_window_seconds: float | None = typer.Option(None, help="caption window span in seconds [30]"),
@@ -81,6 +82,18 @@ def serve(
     flags = {name: value for name, value in locals().items() if value is not None}
     settings = build_settings(flags)
     run(settings)
+
+
+def _passive_omp_threads() -> None:
+    """Idle OpenMP (torch) threads sleep instead of spinning, unless the operator chose otherwise.
+
+    Spinning workers take CPU from the event loop and from other processes on the same cores: on a
+    loaded 2-core machine, PASSIVE cut torch's CPU per message from 25-58 ms to 7.6 ms with identical
+    logits. It must be in the environment before torch loads its OpenMP runtime, hence here.
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def build_settings(flags: dict[str, Any]) -> Any:
@@ -104,12 +117,21 @@ def run(settings: Any) -> None:
     from textguard.artifact import REMOTE_SCHEMES
     from textguard.service.logging import configure_logging, logging_config
 
-    if not settings.model.startswith(REMOTE_SCHEMES) and not Path(settings.model).expanduser().is_dir():
-        raise ConfigError(
-            f"model {settings.model!r} is not an artefact directory; give a path, runs:/<id>/model or "
-            "models:/<name>@<alias>"
-        )
+    if not settings.model.startswith(REMOTE_SCHEMES):
+        directory = Path(settings.model).expanduser()
+        if not directory.is_dir():
+            raise ConfigError(
+                f"model {settings.model!r} is not an artefact directory; give a path, runs:/<id>/model or "
+                "models:/<name>@<alias>"
+            )
+        # A local artefact that fails its checksums would never become ready: say so now, in one
+        # line, instead of starting a server that answers 503 forever. (Registry models are checked
+        # when downloaded; a bad new version during a hot swap is refused while the old one serves.)
+        from textguard.spec import load_spec, verify_artifact
+
+        verify_artifact(directory, load_spec(directory))
     configure_logging(settings.log_level)
+    _passive_omp_threads()
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
