@@ -19,6 +19,11 @@ fresh 3-label head saved as a textguard artefact: throughput does not depend on 
     python bench/serve_load.py --duration 5 --concurrency 1 32  # shorter
     python bench/serve_load.py --tiny --duration 2              # tiny random model: a smoke check
     python bench/serve_load.py --model path/to/artefact --backend onnx --quantized
+    python bench/serve_load.py --servers textguard-torch textguard-onnx-int8 naive  # both backends
+
+`textguard serve` sets OMP_WAIT_POLICY=PASSIVE and turns ONNX Runtime spinning off (idle worker threads
+sleep instead of burning the cores the event loop needs); the offline ceiling is measured the same way.
+The naive server runs as tutorials write it, with the library defaults, unless --naive-omp-passive.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+#: Whether the caller chose an OpenMP wait policy (then every process here gets it, the naive one too).
+USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+# Before torch loads OpenMP: the offline ceiling uses the same passive threads as `textguard serve`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 BENCH_DIR = Path(__file__).resolve().parent
 READY_TIMEOUT_S = 300.0
@@ -117,7 +126,13 @@ def offline_throughput(model: Path, texts: list[str], backend: str, quantized: b
 
     if threads:
         torch.set_num_threads(threads)
-    scorer = Scorer.from_artifact(model, backend=backend, quantized=quantized)  # type: ignore[arg-type]
+    scorer = Scorer.from_artifact(
+        model,
+        backend=backend,  # type: ignore[arg-type]
+        quantized=quantized,
+        intra_op_threads=threads or None,
+        allow_spinning=False,
+    )
     scorer.predict_proba(texts[:64])  # warm-up
     started = time.perf_counter()
     scorer.predict_proba(texts)
@@ -155,18 +170,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def variant(server: str, args: argparse.Namespace) -> tuple[str, bool]:
+    """(backend, quantized) of a textguard server name; plain "textguard" follows --backend/--quantized."""
+    if server == "textguard":
+        return args.backend, args.quantized
+    backend = server.removeprefix("textguard-")
+    return backend.removesuffix("-int8"), backend.endswith("-int8")
+
+
+def server_label(server: str, args: argparse.Namespace) -> str:
+    if server == "naive":
+        return "naive"
+    backend, quantized = variant(server, args)
+    return f"textguard {backend}{' int8' if quantized else ''}"
+
+
 def start_server(
     kind: str, model: Path, port: int, workdir: Path, args: argparse.Namespace
 ) -> subprocess.Popen[bytes]:
-    if kind == "textguard":
+    if kind.startswith("textguard"):
+        backend, quantized = variant(kind, args)
         command = [
             sys.executable, "-m", "textguard", "serve", "--model", str(model), "--port", str(port),
-            "--backend", args.backend, "--model-poll-seconds", "0", "--log-level", "warning",
-            "--audit-url", f"sqlite:///{workdir / 'audit.db'}", "--max-queue", "4096",
+            "--backend", backend, "--model-poll-seconds", "0", "--log-level", "warning",
+            "--audit-url", f"sqlite:///{workdir / f'audit-{kind}.db'}", "--max-queue", "4096",
             "--batch-max-size", str(args.batch_max_size),
         ]  # fmt: skip
-        if args.quantized:
+        if quantized:
             command.append("--quantized")
+        if args.threads:
+            command += ["--inference-threads", str(args.threads)]
         env = {**os.environ, "TEXTGUARD_AUDIT_HASH_KEY": "bench"}
     else:
         command = [
@@ -178,6 +211,8 @@ def start_server(
             str(port),
         ]
         env = dict(os.environ)
+        if USER_OMP_WAIT_POLICY is None and not args.naive_omp_passive:
+            env.pop("OMP_WAIT_POLICY", None)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -303,7 +338,10 @@ def measure(
 
 
 def report(
-    cells: list[Cell], cold_start: dict[str, float], offline: float, tokenise: tuple[float, float]
+    cells: list[Cell],
+    cold_start: dict[str, float],
+    offline: dict[str, float],
+    tokenise: tuple[float, float],
 ) -> str:
     lines = [
         "| server | requests | concurrency | msgs/s | p50 ms | p95 ms | p99 ms | errors | CPU ms/msg |",
@@ -317,27 +355,31 @@ def report(
         )
     lines += [
         "",
-        "| requests | concurrency | msgs/s textguard/naive | p99 naive/textguard | CPU/msg naive/textguard |",
+        "| server, requests | concurrency | msgs/s textguard/naive | p99 naive/textguard | "
+        "CPU/msg naive/textguard |",
         "|---|---|---|---|---|",
     ]
     by_key = {(cell.server, cell.scenario, cell.concurrency): cell for cell in cells}
     for cell in cells:
-        if cell.server != "textguard":
+        if not cell.server.startswith("textguard"):
             continue
         naive = by_key.get(("naive", cell.scenario, cell.concurrency))
         if naive is None or naive.messages_per_s == 0:
             continue
         lines.append(
-            f"| {cell.scenario} | {cell.concurrency} | {cell.messages_per_s / naive.messages_per_s:.2f}x | "
+            f"| {cell.server}, {cell.scenario} | {cell.concurrency} | "
+            f"{cell.messages_per_s / naive.messages_per_s:.2f}x | "
             f"{naive.p99_ms / cell.p99_ms:.2f}x | {naive.cpu_ms_per_message / cell.cpu_ms_per_message:.2f}x |"
         )
-    bulk = [cell for cell in cells if cell.server == "textguard" and cell.scenario != "1 msg/request"]
-    lines += ["", f"Offline `Scorer.predict_proba` (batch 32, length-sorted): {offline:.1f} msgs/s."]
-    for cell in bulk:
-        lines.append(
-            f"textguard, {cell.scenario}, c={cell.concurrency}: "
-            f"{cell.messages_per_s / offline:.0%} of offline"
-        )
+    lines.append("")
+    for name, rate in offline.items():
+        lines.append(f"Offline `Scorer.predict_proba` ({name}, batch 32, length-sorted): {rate:.1f} msgs/s.")
+    for cell in cells:
+        if cell.server in offline and cell.scenario != "1 msg/request":
+            lines.append(
+                f"{cell.server}, {cell.scenario}, c={cell.concurrency}: "
+                f"{cell.messages_per_s / offline[cell.server]:.0%} of offline"
+            )
     lines.append(
         "Cold start to ready: "
         + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cold_start.items())
@@ -368,10 +410,19 @@ def main() -> None:
         "--threads",
         type=int,
         default=0,
-        help="OMP_NUM_THREADS for both servers and the offline run (0: default)",
+        help="OMP_NUM_THREADS (and ONNX intra-op threads) for the servers and the offline run (0: default)",
     )
     parser.add_argument(
-        "--servers", nargs="+", default=["textguard", "naive"], choices=["textguard", "naive"]
+        "--servers",
+        nargs="+",
+        default=["textguard", "naive"],
+        choices=["textguard", "textguard-torch", "textguard-onnx", "textguard-onnx-int8", "naive"],
+        help="textguard follows --backend/--quantized; the others name their backend",
+    )
+    parser.add_argument(
+        "--naive-omp-passive",
+        action="store_true",
+        help="give the naive server OMP_WAIT_POLICY=PASSIVE too (default: library defaults)",
     )
     args = parser.parse_args()
 
@@ -386,19 +437,22 @@ def main() -> None:
             model = build_tiny_artifact(workdir / "model", texts)
         else:
             model = build_minilm_artifact(workdir / "model", args.max_length)
-        if (
-            args.backend == "onnx"
-            and not (model / ("model.int8.onnx" if args.quantized else "model.onnx")).is_file()
-        ):
-            from textguard.export import export_onnx
+        offline: dict[str, float] = {}
+        for server in args.servers:
+            if server == "naive":
+                continue
+            backend, quantized = variant(server, args)
+            onnx_file = model / ("model.int8.onnx" if quantized else "model.onnx")
+            if backend == "onnx" and not onnx_file.is_file():
+                from textguard.export import export_onnx
 
-            export_onnx(
-                model, quantize="int8" if args.quantized else None, sample_texts=texts[:32], publish=False
-            )
-        offline = offline_throughput(model, texts, args.backend, args.quantized, args.threads)
+                export_onnx(
+                    model, quantize="int8" if quantized else None, sample_texts=texts[:32], publish=False
+                )
+            label = server_label(server, args)
+            offline[label] = offline_throughput(model, texts, backend, quantized, args.threads)
+            print(f"model {model} ({label}); offline {offline[label]:.1f} msgs/s", flush=True)
         tokenise = tokenisation_placement(model, texts)
-        variant = f"{args.backend}{', int8' if args.quantized else ''}"
-        print(f"model {model} ({variant}); offline {offline:.1f} msgs/s", flush=True)
 
         cells: list[Cell] = []
         cold_start: dict[str, float] = {}
@@ -407,13 +461,14 @@ def main() -> None:
             base_url = f"http://127.0.0.1:{port}"
             process = start_server(server, model, port, workdir, args)
             try:
-                cold_start[server] = wait_ready(base_url, process)
+                label = server_label(server, args)
+                cold_start[label] = wait_ready(base_url, process)
                 for concurrency in args.concurrency:
-                    cells.append(measure(server, process.pid, base_url, texts, concurrency, 1, args))
+                    cells.append(measure(label, process.pid, base_url, texts, concurrency, 1, args))
                     print(cells[-1], flush=True)
                 if args.bulk_concurrency:
                     cells.append(
-                        measure(server, process.pid, base_url, texts, args.bulk_concurrency, 32, args)
+                        measure(label, process.pid, base_url, texts, args.bulk_concurrency, 32, args)
                     )
                     print(cells[-1], flush=True)
             finally:

@@ -59,11 +59,15 @@ class Scorer:
         quantized: bool = False,
         autocast_bf16: bool = False,
         verify: bool = True,
+        intra_op_threads: int | None = None,
+        allow_spinning: bool = True,
         **options: Any,
     ) -> Scorer:
         """Load a scorer from a directory, `runs:/<id>/model` or `models:/<name>@<alias>`.
 
         Checksums recorded in the spec are verified first: a tampered or truncated file is refused.
+        `intra_op_threads` and `allow_spinning` configure the ONNX Runtime session (ignored by torch,
+        whose threads follow torch.set_num_threads / OMP_NUM_THREADS / OMP_WAIT_POLICY).
         """
         directory = resolve_artifact(uri)
         spec = load_spec(directory)
@@ -74,7 +78,11 @@ class Scorer:
         if backend == "torch":
             engine = TorchBackend.from_directory(directory, device=device, autocast_bf16=autocast_bf16)
         elif backend == "onnx":
-            engine = OnnxBackend(directory / (ONNX_INT8_FILE if quantized else ONNX_FILE))
+            engine = OnnxBackend(
+                directory / (ONNX_INT8_FILE if quantized else ONNX_FILE),
+                intra_op_threads=intra_op_threads,
+                allow_spinning=allow_spinning,
+            )
         else:
             raise ModelLoadError(f"unknown backend {backend!r}: choose torch or onnx")
         return cls(spec, tokenizer, engine, source=str(uri), **options)

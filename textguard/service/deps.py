@@ -11,12 +11,14 @@ from textguard.service.scoring import ScoringService
 from textguard.service.security import Client
 
 
-def _scoring(request: Request) -> ScoringService:
+# async: FastAPI runs a plain `def` dependency in its thread pool, one thread hop per request for an
+# attribute lookup (and a slot taken from the pool the audit commits run in).
+async def _scoring(request: Request) -> ScoringService:
     service: ScoringService = request.app.state.scoring
     return service
 
 
-def _models(request: Request) -> ModelManager:
+async def _models(request: Request) -> ModelManager:
     manager: ModelManager = request.app.state.model_manager
     return manager
 

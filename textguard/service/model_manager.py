@@ -223,6 +223,9 @@ class ModelManager:
             backend=self.settings.backend,
             quantized=self.settings.quantized,
             max_batch_size=self.settings.batch_max_size,
+            intra_op_threads=self.settings.inference_threads or None,
+            # The inference thread shares the cores with the event loop: spinning workers starve it.
+            allow_spinning=False,
         )
         if list(scorer.spec.labels) != list(LABELS):
             raise ModelLoadError(

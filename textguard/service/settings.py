@@ -72,6 +72,9 @@ class ServiceSettings(BaseSettings):
     # -- batching and model refresh ----------------------------------------------------------------
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for inference before shedding load")
     batch_max_size: int = Field(default=8, ge=1, description="texts per forward pass")
+    inference_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime intra-op threads; 0=its default (one per core)"
+    )
     model_poll_seconds: float = Field(default=30.0, ge=0, description="registry/artefact poll period; 0=off")
 
     # -- caption streams (used by textguard.service.captions) --------------------------------------
