@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +34,9 @@ def _parse_day(value: str, option: str) -> date:
 
 def report(
     since: str = typer.Option(..., "--since", help="First UTC day of the period (YYYY-MM-DD, included)."),
-    until: str = typer.Option(..., "--until", help="Last UTC day of the period (YYYY-MM-DD, included)."),
+    until: str | None = typer.Option(
+        None, "--until", help="Last UTC day of the period (YYYY-MM-DD, included; default: today)."
+    ),
     audit_url: str | None = typer.Option(
         None,
         "--audit-url",
@@ -54,7 +56,7 @@ def report(
     from textguard.service.audit import AuditStore
 
     first = _parse_day(since, "--since")
-    last = _parse_day(until, "--until")
+    last = _parse_day(until, "--until") if until else datetime.now(UTC).date()
     if first > last:
         raise DataError(f"--until ({last}) must be on or after --since ({first})")
     url = audit_url or os.environ.get("TEXTGUARD_AUDIT_URL") or DEFAULT_AUDIT_URL
