@@ -140,17 +140,7 @@ def render_markdown(comparison: Comparison, plots: dict[str, Path], generated: s
     wins = comparison.wins()
     parts.append(
         _markdown_table(
-            ["run", "section", "wins", "losses", "no significant difference"],
-            [
-                [
-                    w["run"],
-                    w["section"],
-                    str(w["wins"]),
-                    str(w["losses"]),
-                    str(w["no_significant_difference"]),
-                ]
-                for w in wins
-            ],
+            *_wins_table(wins),
         )
     )
     for section in SECTIONS:
@@ -213,17 +203,7 @@ def render_html(comparison: Comparison, plots: dict[str, Path], generated: str) 
     parts.append("<h2>Who wins where</h2>")
     parts.append(
         _html_table(
-            ["run", "section", "wins", "losses", "no significant difference"],
-            [
-                [
-                    w["run"],
-                    w["section"],
-                    str(w["wins"]),
-                    str(w["losses"]),
-                    str(w["no_significant_difference"]),
-                ]
-                for w in wins
-            ],
+            *_wins_table(wins),
         )
     )
     for section in SECTIONS:
@@ -307,3 +287,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(item) for item in value]
     return value
+
+
+def _wins_table(wins: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the "who wins where" table (shared by the Markdown and HTML reports)."""
+    header = ["run", "section", "wins", "losses", "no significant difference"]
+    rows = [
+        [w["run"], w["section"], str(w["wins"]), str(w["losses"]), str(w["no_significant_difference"])]
+        for w in wins
+    ]
+    return header, rows
