@@ -1,4 +1,4 @@
-"""Tiny randomly initialised encoders with tokenizers trained on the fly.
+"""Tiny randomly initialised encoders with tokenizers built on the fly from a corpus.
 
 They exercise the real code paths (BERT/WordPiece and XLM-R/SentencePiece-Unigram, as the multilingual
 production checkpoints use) in tests and smoke runs without any download.
@@ -6,6 +6,7 @@ production checkpoints use) in tests and smoke runs without any download.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -15,22 +16,44 @@ from textguard.text import normalize
 TinyArchitecture = Literal["bert", "xlm-roberta"]
 
 
+def _word_counts(corpus: list[str], normalizer: Any, pre_tokenizer: Any) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for text in corpus:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    return counts
+
+
+def _frequent_first(counts: Counter[str]) -> list[str]:
+    # Ties broken by the string itself: the Rust trainers break them by hash order, which differs
+    # between processes and made tiny models (and every test built on them) irreproducible.
+    return sorted(counts, key=lambda word: (-counts[word], word))
+
+
 def _bert_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> Any:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """WordPiece over the corpus: every character (alone and as a ##continuation) plus the most
+    frequent whole words, ids in a deterministic order."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(
-        corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = _word_counts(corpus, normalizer, pre_tokenizer)
+    characters = sorted({character for word in counts for character in word})
+    vocab = [*specials, *characters, *(f"##{character}" for character in characters)]
+    known = set(vocab)
+    vocab += [word for word in _frequent_first(counts) if word not in known][
+        : max(0, vocab_size - len(vocab))
+    ]
+    tokenizer = Tokenizer(
+        models.WordPiece(vocab={token: i for i, token in enumerate(vocab)}, unk_token="[UNK]")
     )
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))],
     )
     tokenizer.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(
@@ -45,21 +68,39 @@ def _bert_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> Any:
 
 
 def _xlmr_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> Any:
-    from tokenizers import SentencePieceUnigramTokenizer, processors
+    """SentencePiece-style Unigram over the corpus (Metaspace pieces scored by log frequency), with
+    xlm-roberta-base's special-token layout: <s>=0, <pad>=1, </s>=2, <unk>=3."""
+    import math
+
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    # Same special-token layout as xlm-roberta-base: <s>=0, <pad>=1, </s>=2, <unk>=3.
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    sentencepiece = SentencePieceUnigramTokenizer()
-    sentencepiece.train_from_iterator(
-        corpus, vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"
+    normalizer = normalizers.Sequence(
+        [normalizers.Nmt(), normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
     )
-    backend = sentencepiece._tokenizer
-    backend.post_processor = processors.TemplateProcessing(
+    pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    counts = _word_counts(corpus, normalizer, pre_tokenizer)
+    characters = Counter(character for word, count in counts.items() for character in word * count)
+    total = sum(counts.values()) + sum(characters.values())
+    pieces: list[tuple[str, float]] = [(token, 0.0) for token in specials]
+    # Characters first, so every text stays encodable however small vocab_size is.
+    pieces += [
+        (character, math.log(characters[character] / total) - 10.0) for character in sorted(characters)
+    ]
+    budget = max(0, vocab_size - len(pieces))
+    pieces += [(word, math.log(counts[word] / total)) for word in _frequent_first(counts) if len(word) > 1][
+        :budget
+    ]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=specials.index("<unk>"), byte_fallback=False))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
+        tokenizer_object=tokenizer,
         bos_token="<s>",
         eos_token="</s>",
         cls_token="<s>",
