@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import datasets
 import evaluate
 import numpy as np
 
 from textguard.evaluation import measures
+from textguard.evaluation.metric_info import multilabel_metric_info
 
 _DESCRIPTION = "Per-label and macro/micro precision, recall and F1 for multi-hot decisions."
 _KWARGS_DESCRIPTION = """
@@ -31,17 +31,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MultilabelClassification(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("int8")),
-                    "references": datasets.Sequence(datasets.Value("int8")),
-                }
-            ),
-        )
+        return multilabel_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="int8")
 
     def _compute(
         self, predictions: Any, references: Any, label_names: list[str] | None = None

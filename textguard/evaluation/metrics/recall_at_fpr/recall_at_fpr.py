@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import datasets
 import evaluate
 import numpy as np
 
 from textguard.evaluation import measures
+from textguard.evaluation.metric_info import multilabel_metric_info
 from textguard.evaluation.naming import fpr_measure
 
 _DESCRIPTION = "Per-label, macro and micro recall at a fixed false-positive rate."
@@ -31,17 +31,7 @@ Returns:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class RecallAtFpr(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Sequence(datasets.Value("int8")),
-                }
-            ),
-        )
+        return multilabel_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, predictions="float64")
 
     def _compute(
         self,
