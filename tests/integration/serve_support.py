@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
@@ -51,3 +52,43 @@ def wait_until_ready(base_url: str, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the test server never became ready")
         time.sleep(0.05)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+class Traffic:
+    """Sends one /v1/score request after another from a thread while a test changes the model.
+
+    `results` holds (status, served model version) for answers and (status, body excerpt) for
+    failures, kept for the assertion message.
+    """
+
+    def __init__(self, base_url: str, body: dict[str, Any]) -> None:
+        self.base_url = base_url
+        self.body = body
+        self.results: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            while not self._stop.is_set():
+                response = client.post("/v1/score", json=self.body)
+                if response.status_code == 200:
+                    self.results.append((200, response.json()["model"]["version"]))
+                else:
+                    self.results.append((response.status_code, response.text[:300]))

@@ -21,8 +21,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from serve_support import live_server
+from serve_support import Traffic, live_server, wait_for
 
 from textguard.artifact import refresh_checksums
 from textguard.errors import ModelLoadError
@@ -52,13 +50,6 @@ def _settings(artifact: Path, tmp_path: Path, **overrides: Any) -> ServiceSettin
         "model_poll_seconds": 0,
     }
     return ServiceSettings(**{**values, **overrides})
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _counter(metrics: str, name: str) -> float:
@@ -134,7 +125,7 @@ def test_a_tampered_artifact_at_start_up_is_refused_and_never_serves(
         Records("textguard.service.model") as logs,
         TestClient(create_app(_settings(tiny_artifact_copy, tmp_path))) as client,
     ):
-        _wait_for(lambda: bool(logs.matching("model load failed")))
+        wait_for(lambda: bool(logs.matching("model load failed")))
         ready = client.get("/readyz")
         scored = client.post("/v1/score", json=BODY)
         metrics = client.get("/metrics").text
@@ -235,33 +226,6 @@ def test_code_shipped_in_an_artifact_is_never_run(tiny_artifact_copy: Path, tmp_
 # -- hot swap to a tampered version --------------------------------------------------------------------
 
 
-class Traffic:
-    """One /v1/score request after another from a thread; records (status, served version or body)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.results: list[tuple[int, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
-            while not self._stop.is_set():
-                response = client.post("/v1/score", json=BODY)
-                ok = response.status_code == 200
-                self.results.append(
-                    (response.status_code, response.json()["model"]["version"] if ok else response.text)
-                )
-
-
 @pytest.fixture
 def served_copy(tiny_artifact_copy: Path, tmp_path: Path) -> Iterator[tuple[Path, str]]:
     with live_server(create_app(_settings(tiny_artifact_copy, tmp_path, model_poll_seconds=0.2))) as base_url:
@@ -275,23 +239,23 @@ def test_a_tampered_new_version_is_refused_while_the_old_one_keeps_serving(
     before = httpx.get(f"{base_url}/v1/model", timeout=10).json()
     weights = artifact / WEIGHTS
     good_weights = weights.read_bytes()
-    with Records("textguard.service.model") as logs, Traffic(base_url) as traffic:
-        _wait_for(lambda: len(traffic.results) >= 5)
+    with Records("textguard.service.model") as logs, Traffic(base_url, BODY) as traffic:
+        wait_for(lambda: len(traffic.results) >= 5)
         # A new version lands with damaged weights: the spec (the version) changes, the file does not match.
         _replace_atomically(weights, good_weights[:-100])
         save_spec(load_spec(artifact).model_copy(update={"temperature": 3.0}), artifact)
-        _wait_for(lambda: len(logs.matching("model refresh failed; still serving the old one")) >= 2)
+        wait_for(lambda: len(logs.matching("model refresh failed; still serving the old one")) >= 2)
         served_during = len(traffic.results)
-        _wait_for(lambda: len(traffic.results) >= served_during + 5)
+        wait_for(lambda: len(traffic.results) >= served_during + 5)
         during = httpx.get(f"{base_url}/v1/model", timeout=10).json()
         ready = httpx.get(f"{base_url}/readyz", timeout=10)
         metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
         refused = list(traffic.results)
         # Repaired: the same new version, now intact, is swapped in.
         _replace_atomically(weights, good_weights)
-        _wait_for(lambda: httpx.get(f"{base_url}/v1/model", timeout=10).json()["temperature"] == 3.0)
+        wait_for(lambda: httpx.get(f"{base_url}/v1/model", timeout=10).json()["temperature"] == 3.0)
         after = httpx.get(f"{base_url}/v1/model", timeout=10).json()
-        _wait_for(lambda: traffic.results[-1][1] == after["version"])
+        wait_for(lambda: traffic.results[-1][1] == after["version"])
     failures = [result for result in traffic.results if result[0] != 200]
     assert not failures, failures[:3]
     assert {version for _, version in refused} == {before["version"]}
@@ -331,7 +295,7 @@ def test_non_finite_scores_never_become_a_decision(tiny_artifact_copy: Path, tmp
         Records("textguard.service.batcher") as logs,
         TestClient(create_app(_settings(tiny_artifact_copy, tmp_path))) as client,
     ):
-        _wait_for(lambda: client.get("/readyz").status_code == 200)
+        wait_for(lambda: client.get("/readyz").status_code == 200)
         scored = client.post("/v1/score", json=BODY)
         moderated = client.post("/v1/moderations", json={"input": "hello"})
         with client.websocket_connect("/v1/meetings/m1/captions") as socket_:
@@ -350,7 +314,7 @@ def test_rewriting_the_weights_file_in_place_does_not_change_the_served_model(
     tiny_artifact_copy: Path, tmp_path: Path
 ) -> None:
     with TestClient(create_app(_settings(tiny_artifact_copy, tmp_path))) as client:
-        _wait_for(lambda: client.get("/readyz").status_code == 200)
+        wait_for(lambda: client.get("/readyz").status_code == 200)
         before = client.post("/v1/score", json=BODY).json()["results"][0]["scores"]
         weights = tiny_artifact_copy / WEIGHTS
         data = bytearray(weights.read_bytes())

@@ -7,9 +7,6 @@ alias moved by `promote` (models:/textguard@champion, a real MLflow sqlite store
 from __future__ import annotations
 
 import shutil
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from pydantic import SecretStr
-from serve_support import live_server
+from serve_support import Traffic, live_server, wait_for
 
 from textguard.artifact import refresh_checksums
 from textguard.labels import LABELS
@@ -27,40 +24,6 @@ from textguard.service.settings import ServiceSettings
 from textguard.spec import load_spec
 
 TEXT = "see you all at the standup tomorrow"
-
-
-class Traffic:
-    """Sends one /v1/score request after another from a thread; records status and served version."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.results: list[tuple[int, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
-            while not self._stop.is_set():
-                response = client.post("/v1/score", json={"messages": [{"id": "m", "text": TEXT}]})
-                if response.status_code == 200:
-                    self.results.append((200, response.json()["model"]["version"]))
-                else:  # kept for the assertion message: what failed during the swap
-                    self.results.append((response.status_code, response.text[:300]))
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _served_model(base_url: str) -> dict[str, Any]:
@@ -98,15 +61,15 @@ def test_local_artefact_change_is_swapped_in_without_failed_requests(
     )
     with live_server(create_app(settings)) as base_url:
         before = _served_model(base_url)
-        with Traffic(base_url) as traffic:
-            _wait_for(lambda: len(traffic.results) >= 5)
+        with Traffic(base_url, {"messages": [{"id": "m", "text": TEXT}]}) as traffic:
+            wait_for(lambda: len(traffic.results) >= 5)
             spec = load_spec(artifact).model_copy(update={"temperature": 3.0})
             from textguard.spec import save_spec
 
             save_spec(spec, artifact)  # written to a temporary file, then renamed: atomic
-            _wait_for(lambda: _served_model(base_url)["temperature"] == 3.0)
+            wait_for(lambda: _served_model(base_url)["temperature"] == 3.0)
             after = _served_model(base_url)
-            _wait_for(lambda: traffic.results[-1][1] == after["version"])
+            wait_for(lambda: traffic.results[-1][1] == after["version"])
         scores = httpx.post(f"{base_url}/v1/score", json={"messages": [{"id": "m", "text": TEXT}]}).json()
     assert after["version"] != before["version"]
     _assert_swapped_cleanly(traffic.results, before["version"], after["version"])
@@ -153,11 +116,11 @@ def test_promoting_a_version_hot_swaps_the_alias(
             str(versions[0]),
             1.0,
         )
-        with Traffic(base_url) as traffic:
-            _wait_for(lambda: len(traffic.results) >= 5)
+        with Traffic(base_url, {"messages": [{"id": "m", "text": TEXT}]}) as traffic:
+            wait_for(lambda: len(traffic.results) >= 5)
             registry.promote("textguard", "champion", version=versions[1], reason="better calibrated")
-            _wait_for(lambda: _served_model(base_url)["version"] == str(versions[1]))
-            _wait_for(lambda: traffic.results[-1][1] == str(versions[1]))
+            wait_for(lambda: _served_model(base_url)["version"] == str(versions[1]))
+            wait_for(lambda: traffic.results[-1][1] == str(versions[1]))
         after = _served_model(base_url)
         metrics = httpx.get(f"{base_url}/metrics").text
     assert after["temperature"] == 2.5
