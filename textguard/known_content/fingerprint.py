@@ -87,9 +87,12 @@ def exact_keys(normalized: str) -> list[str]:
     return [exact_hash(text) for text in dict.fromkeys(canonicals) if text]
 
 
-def minhash(canonical: str) -> bytes | None:
-    """The MINHASH_SLOTS-byte MinHash of a canonical text, or None when it is too short to have one."""
-    if len(canonical) < MIN_FUZZY_CHARS:
+def minhash(canonical: str, *, min_chars: int = MIN_FUZZY_CHARS) -> bytes | None:
+    """The MINHASH_SLOTS-byte MinHash of a canonical text, or None when it is too short to have one.
+
+    `min_chars` exists for measurement (bench/known_content.py shows why short texts get none).
+    """
+    if len(canonical) < max(min_chars, SHINGLE_CHARS):
         return None
     codes = np.frombuffer(canonical.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint64)
     count = len(codes) - SHINGLE_CHARS + 1
