@@ -40,7 +40,7 @@ from textguard.text import normalize_with_offsets
 ProbabilitiesFn = Callable[[list[str]], np.ndarray]
 
 #: Texts scored per explanation besides the message itself (the cost bound).
-DEFAULT_MAX_VARIANTS = 48
+DEFAULT_MAX_VARIANTS = 32
 #: A unit counts only if deleting it lowers the probability by at least this much...
 DEFAULT_MIN_DROP = 0.05
 #: ... and by at least this share of the largest drop any unit caused for the label.

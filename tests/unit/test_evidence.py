@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textguard.evidence import Span, explain
+from textguard.evidence import DEFAULT_MAX_VARIANTS, Span, explain
 from textguard.text import normalize, normalize_with_offsets
 
 THREAT = "I will shoot every one of them tomorrow"
@@ -98,10 +98,11 @@ def test_spans_map_back_through_normalize(disguised: str) -> None:
 def test_padded_threat_spans_lie_on_the_threat_not_the_padding() -> None:
     text = PADDING + THREAT
     model = KeywordModel({0: {"shoot": 0.6, "tomorrow": 0.3}})
-    spans = explain(model, text, [0], max_variants=48)[0]
+    spans = explain(model, text, [0])[0]
     assert _texts(spans) == ["shoot", "tomorrow"]
     assert all(span.start >= len(PADDING) for span in spans)
-    assert sum(model.calls) <= 1 + 48 and len(model.calls) == 2  # coarse pass, then the runs that mattered
+    # more words than the budget: a coarse pass, then the runs that mattered, within the bound
+    assert sum(model.calls) <= 1 + DEFAULT_MAX_VARIANTS and len(model.calls) == 2
 
 
 def test_window_that_fired_bounds_what_is_scored() -> None:
@@ -124,7 +125,7 @@ def test_window_from_normalised_offsets() -> None:
 
 
 @pytest.mark.parametrize("words", [1, 5, 47, 48, 49, 120, 700])
-@pytest.mark.parametrize("max_variants", [2, 7, 48])
+@pytest.mark.parametrize("max_variants", [2, 7, 32, 48])
 def test_cost_bound(words: int, max_variants: int) -> None:
     text = " ".join(f"w{index}x" for index in range(words - 1)) + " bomb"
     model = KeywordModel({1: {"bomb": 0.9}})
