@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
@@ -87,20 +88,26 @@ def render_table(listing: RunListing, metrics: Sequence[str], width: int | None)
             cells.append(row.gate)
         rows.append(cells)
     fitted = fit_table(columns, rows, width)
-    lines = [fitted.text]
+    notes = []
     if not listing.rows:
-        lines.append(f"(no runs in {', '.join(listing.experiments) or 'this store'})")
+        notes.append(f"(no runs in {', '.join(listing.experiments) or 'this store'})")
     if any(row.run_type == "training" for row in listing.rows):
-        lines.append(
-            "train: metrics of the held-out test split (test_<metric>); "
-            "train*: no test split, calibrated-validation metrics"
+        notes.append(
+            "train: a training run's test-split metrics (test_<metric>); train*: its calibrated-"
+            "validation metrics (no test split)"
         )
     if fitted.left_out:
-        lines.append(
+        notes.append(
             f"left out at {width} columns: {', '.join(fitted.left_out)} "
             "(--width 0 or --format csv/json shows every column)"
         )
-    return "\n".join(lines)
+    wrap = width if width and width > 20 else None
+    return "\n".join(
+        [
+            fitted.text,
+            *(textwrap.fill(note, wrap, break_on_hyphens=False) if wrap else note for note in notes),
+        ]
+    )
 
 
 def render_json(listing: RunListing) -> str:
@@ -150,7 +157,8 @@ def render_csv(listing: RunListing, metrics: Sequence[str]) -> str:
                 row.data_digest,
                 row.gate,
                 row.metrics_from,
-                *(_number(row.metrics.get(name)) for name in metrics),
+                # Full precision for tools; the table rounds.
+                *("" if name not in row.metrics else repr(row.metrics[name]) for name in metrics),
             ]
         )
     return buffer.getvalue().rstrip("\n")

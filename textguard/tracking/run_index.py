@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 RUN_TYPE_TAG = "textguard.run_type"
 #: Shortest prefix printed (and accepted without a warning of ambiguity).
 MIN_PREFIX = 8
-#: A run id or a prefix of one: what `evaluate --baseline` treats as a run rather than a model URI.
-RUN_PREFIX = re.compile(r"^[0-9a-f]{4,32}$")
+#: A run id or a prefix of one (an ambiguous prefix is refused with the candidates).
+RUN_PREFIX = re.compile(r"^[0-9a-f]{1,32}$")
+#: What `evaluate --model/--baseline` treats as a run id rather than a path: as `textguard runs` prints.
+PRINTED_RUN_ID = re.compile(r"^[0-9a-f]{8,32}$")
 #: Training metric prefixes shown under the evaluation names, in order of preference.
 TRAINING_METRIC_SOURCES = (("test_", "test"), ("calibrated_validation_", "validation"))
 #: Runs read per search call, and at most this many in one listing (newest first).
@@ -84,8 +86,8 @@ def resolve_run_id(reference: str, tracking_uri: str) -> str:
     value = reference.strip().lower()
     if not RUN_PREFIX.match(value):
         raise ConfigError(
-            f"{reference!r} is not a run id: give a run id or its first characters (at least 4 hex "
-            "digits) as `textguard runs` prints them"
+            f"{reference!r} is not a run id: give a run id or its first characters (hex digits) as "
+            "`textguard runs` prints them"
         )
     check_store(tracking_uri, f"run {reference}", error=TextguardError)
     client = _client(tracking_uri)
@@ -170,7 +172,7 @@ def model_reference(value: str, tracking_uri: str) -> str:
     from pathlib import Path
 
     text = value.strip()
-    if "/" in text or ":" in text or Path(text).exists() or not RUN_PREFIX.match(text.lower()):
+    if "/" in text or ":" in text or Path(text).exists() or not PRINTED_RUN_ID.match(text.lower()):
         return text
     run_id = resolve_run_id(text, tracking_uri)
     run = _client(tracking_uri).get_run(run_id)
