@@ -192,10 +192,12 @@ def metric_plan(
             plan.append(("suites", naming.suite_metric(suite, "accuracy", "func", functionality)))
         languages = sorted(set(part.attributes["language"].tolist()))
         if len(languages) > 1:
-            plan += [
-                ("suites", naming.suite_metric(suite, "balanced_accuracy", "language", code))
-                for code in languages
-            ]
+            hard = measures.is_hard_negative(part.attributes["functionality"])
+            for code in languages:
+                plan.append(("suites", naming.suite_metric(suite, "balanced_accuracy", "language", code)))
+                if (hard & (part.attributes["language"] == code)).any():
+                    name = naming.suite_metric(suite, "accuracy", "language", code, subgroup="hard_negative")
+                    plan.append(("suites", name))
     return plan
 
 
