@@ -427,6 +427,7 @@ def runs_command(
 ) -> None:
     import shutil
 
+    from textguard.evaluation.config import load_evaluation_config
     from textguard.evaluation.run_table import FORMATS, metric_columns, render
     from textguard.tracking.run_index import list_runs
 
@@ -435,7 +436,7 @@ def runs_command(
     if run_type not in ("evaluation", "comparison", "training", "all"):
         raise ConfigError(f"--type {run_type!r}: choose evaluation, comparison, training or all")
     listing = list_runs(
-        _tracking_uri(tracking_uri, None),
+        _tracking_uri(tracking_uri, load_evaluation_config().tracking_uri),
         experiments=experiment or None,
         run_types=None if run_type == "all" else [run_type],
         sort=sort,
