@@ -455,11 +455,29 @@ def test_runs_compare_promote_round_trip_with_id_prefixes(env: Env, monkeypatch:
     from mlflow import MlflowClient
 
     from textguard.cli import app
+    from textguard.policy import PolicyModelMismatch
     from textguard.tracking import registry
 
-    code, output = _evaluate(env, "--model", "models:/textguard@champion", "--experiment", "roundtrip")
+    shipped_policies = Path(__file__).parents[2] / "configs" / "policies" / "default.yaml"
+    code, output = _evaluate(
+        env,
+        "--model",
+        "models:/textguard@champion",
+        "--experiment",
+        "roundtrip",
+        "--policy",
+        str(shipped_policies),
+    )
     assert code == 0, output
     (champion_run,) = _run_ids(output, "evaluation run:")
+    # The policy file fits this model; only `lenient` says it is laxer (and is named).
+    laxer = MlflowClient(env.uri).get_run(champion_run).data.tags["textguard.eval.policies_laxer_than_model"]
+    assert laxer and {item.split(":")[0] for item in laxer.split(",")} == {"lenient"}
+    strict_too_lax = env.root / "strict-too-lax.yaml"
+    thresholds = "\n".join(f"      {label}: {{review: 0.9, block: 0.95}}" for label in LABELS)
+    strict_too_lax.write_text(f"default: strict\npolicies:\n  strict:\n    thresholds:\n{thresholds}\n")
+    with pytest.raises(PolicyModelMismatch, match="'strict' is strict but laxer"):
+        _evaluate(env, "--model", "models:/textguard@champion", "--policy", str(strict_too_lax))
     listed = json.loads(_runs(env, "--experiment", "roundtrip", "--format", "json"))
     assert [row["run_id"] for row in listed] == [champion_run]
     short = listed[0]["short_id"]

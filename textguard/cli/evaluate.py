@@ -303,6 +303,12 @@ def evaluate_command(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override an evaluation config value, e.g. --set max_fpr=0.005."
     ),
+    policy: Path | None = typer.Option(
+        None,
+        "--policy",
+        help="Check this policy file against the model first, as the server would at a hot swap "
+        "(a refused policy stops the evaluation, exit 2).",
+    ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     experiment: str | None = typer.Option(
         None, "--experiment", help="MLflow experiment for the evaluation runs."
@@ -327,6 +333,7 @@ def evaluate_command(
         show_text=show_text,
         baseline=baseline,
         gate_config=gate_config,
+        policy=policy,
         progress=lambda message: status.print(f"[dim]{message}[/dim]"),
     )
     result = outcome.candidate

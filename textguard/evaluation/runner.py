@@ -56,6 +56,8 @@ class EvaluationRequest:
     #: "evaluation", or "candidate" / "baseline" when a regression gate compares two models.
     role: str = "evaluation"
     extra_tags: dict[str, str] = field(default_factory=dict)
+    #: A policy file to check against the model before scoring (`policy.check_against_model`).
+    policy: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -412,6 +414,7 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
     directory = _model_directory(request.model, request.tracking_uri)
     scorer = Scorer.from_artifact(directory, max_batch_size=config.batch_size)
     identity = describe_model(request.model, directory, scorer.spec, request.tracking_uri)
+    policy_tags = _check_policy(request.policy, scorer.spec.thresholds, identity.describe())
     say(f"evaluating {identity.describe()} on {rows.directory.name}/{config.split}")
 
     evaluator = _Evaluator(request, scorer, rows, say)
@@ -441,6 +444,7 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
         "textguard.eval.role": request.role,
         "textguard.eval.text_hash_key": evaluator.hasher.key_source,
         "textguard.eval.show_text": str(request.show_text).lower(),
+        **policy_tags,
         **request.extra_tags,
     }
     params: dict[str, Any] = {
@@ -486,6 +490,23 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
             provenance=provenance,
         )
     return result
+
+
+def _check_policy(path: Path | None, thresholds: dict[str, float], model: str) -> dict[str, str]:
+    """Fail before scoring when the policy file would be refused with this model (as the service would
+    refuse it at hot swap); otherwise tags naming the policies allowed to be laxer than the model."""
+    if path is None:
+        return {}
+    from textguard.policy import PolicySet, check_against_model
+
+    policies = PolicySet.load(path)
+    allowed = check_against_model(policies, thresholds, model)
+    return {
+        "textguard.eval.policy_file": policies.source,
+        "textguard.eval.policies_laxer_than_model": ",".join(
+            f"{item.policy}:{item.label}" for item in allowed
+        ),
+    }
 
 
 def label_table(metrics: dict[str, float], labels: list[str]) -> list[dict[str, Any]]:

@@ -60,6 +60,7 @@ def evaluate_with_gate(
     show_text: bool = False,
     baseline: str | None = None,
     gate_config: Path | None = None,
+    policy: Path | None = None,
     progress: Progress | None = None,
 ) -> EvaluationOutcome:
     """Evaluate `model` (an evaluation run); with `baseline`, evaluate it on the same rows (a second
@@ -67,6 +68,7 @@ def evaluate_with_gate(
 
     `model` and `baseline` are artefact paths, `runs:/` or `models:/` URIs, or run ids (full or a
     unique prefix) of an evaluation run (its model version) or a training run (its logged model).
+    With `policy`, the policy file is checked against the candidate before anything is scored.
     """
     from textguard.evaluation.config import load_gate_config
     from textguard.evaluation.gate import check_inputs, check_regression
@@ -95,6 +97,7 @@ def evaluate_with_gate(
             show_text=show_text,
             role=role,
             extra_tags=extra,
+            policy=policy if role != "baseline" else None,
         )
 
     candidate = evaluate_model(
