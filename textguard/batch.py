@@ -21,6 +21,7 @@ from textguard.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from textguard.policy import PolicySet
     from textguard.postprocess import Prediction
     from textguard.scorer import Scorer
 
@@ -234,6 +235,17 @@ def write_output(frame: pd.DataFrame, path: str | Path, *, overwrite: bool = Fal
     return path
 
 
+def policy_action(
+    policies: PolicySet, name: str | None, model_thresholds: dict[str, float], model: str
+) -> ActionFn:
+    """The action of policy `name` (the file's default when None), once the file fits the model."""
+    from textguard.policy import check_against_model
+
+    check_against_model(policies, model_thresholds, model)
+    chosen = policies.get(name)
+    return lambda prediction: chosen.decide(prediction.scores, model_thresholds).action
+
+
 def score_file(
     model: str | Path,
     input_path: str | Path,
@@ -247,8 +259,14 @@ def score_file(
     action: ActionFn | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    policies: PolicySet | None = None,
+    policy_name: str | None = None,
 ) -> BatchSummary:
-    """Score every row of `input_path` with `model` and write `output_path` (format by suffix)."""
+    """Score every row of `input_path` with `model` and write `output_path` (format by suffix).
+
+    With `policies`, the `action` column is the named policy's decision (default: the file's default
+    policy), after the file was checked against the model (`policy.check_against_model`).
+    """
     from textguard.scorer import Scorer
 
     input_path, output_path = Path(input_path), Path(output_path)
@@ -264,6 +282,8 @@ def score_file(
     if max_tokens:
         options["max_tokens"] = max_tokens
     scorer = Scorer.from_artifact(model, backend=backend, quantized=quantized, **options)  # type: ignore[arg-type]
+    if policies is not None:
+        action = policy_action(policies, policy_name, scorer.spec.thresholds, str(model))
     start = time.perf_counter()
     scored = score_frame(scorer, frame, text_column, action=action, progress=progress)
     seconds = time.perf_counter() - start

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from textguard.evaluation import measures
 from textguard.postprocess import sigmoid
 
 ThresholdPolicyName = Literal["max_f1", "target_precision", "max_fpr"]
@@ -19,7 +20,8 @@ ThresholdPolicyName = Literal["max_f1", "target_precision", "max_fpr"]
 #: Temperatures outside this range mean the model is broken, not miscalibrated.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 DEFAULT_THRESHOLD = 0.5
-ECE_BINS = 15
+#: Bins of the calibration report's ECE: the evaluation default, so the two numbers are comparable.
+ECE_BINS = measures.DEFAULT_ECE_BINS
 
 
 def binary_cross_entropy(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
@@ -48,19 +50,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """ECE over every (text, label) cell: bin-weighted |mean confidence - observed frequency|."""
+def calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE over every (text, label) cell (`measures.expected_calibration_error`); 0 for no cells."""
     p = np.asarray(probs, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=np.float64).ravel()
     if p.size == 0:
         return 0.0
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for index in range(n_bins):
-        in_bin = bins == index
-        if in_bin.any():
-            total += in_bin.sum() / p.size * abs(p[in_bin].mean() - y[in_bin].mean())
-    return float(total)
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    return float(measures.expected_calibration_error(y, p, n_bins=n_bins)[0])
 
 
 @dataclass(frozen=True)
@@ -74,19 +70,17 @@ class ThresholdChoice:
     note: str = ""
 
 
-def _cuts(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate thresholds (midpoints below each distinct score) with tp and fp when predicting >= it."""
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_truth = scores[order], truth[order]
-    tp = np.cumsum(sorted_truth)
-    fp = np.cumsum(1.0 - sorted_truth)
-    # Cut only where the score changes: tied scores are always decided together.
-    last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-    cut_scores, tp, fp = sorted_scores[last_of_run], tp[last_of_run], fp[last_of_run]
+def _cuts(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, measures.Counts]:
+    """Candidate thresholds (midpoints below each distinct score) and the counts when predicting >= it."""
+    points = measures.curve(truth, scores)  # tied scores are always decided together
+    tp, fp = points.tp[0], points.fp[0]
+    cut_scores = np.unique(scores)[::-1]
+    positives, negatives = float(truth.sum()), float(len(truth) - truth.sum())
+    counts = measures.Counts(tp=tp, fp=fp, fn=positives - tp, tn=negatives - fp)
     # A midpoint between neighbours takes the same decisions on this data and generalises better
     # than sitting exactly on a validation score.
     lower = np.r_[cut_scores[1:], 0.0]
-    return (cut_scores + lower) / 2.0, cut_scores, tp, fp
+    return (cut_scores + lower) / 2.0, counts
 
 
 def choose_threshold(
@@ -107,14 +101,12 @@ def choose_threshold(
         return ThresholdChoice(
             DEFAULT_THRESHOLD, False, 0.0, 0.0, 0.0, "no positives and negatives to fit on"
         )
-    thresholds, _, tp, fp = _cuts(scores, truth)
-    precision = tp / (tp + fp)
-    recall = tp / positives
-    fpr = fp / negatives if negatives else np.zeros_like(fp)
+    thresholds, counts = _cuts(scores, truth)
+    # Every cut predicts at least one row and there are positives: precision and recall are defined.
+    precision, recall = measures.precision(counts), measures.recall(counts)
+    fpr = counts.fp / negatives if negatives else np.zeros_like(counts.fp)
     if policy == "max_f1":
-        f1 = np.where(
-            precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0
-        )
+        f1 = measures.f1(counts)
         best = int(np.argmax(f1))  # first maximum = highest threshold among ties: fewer alerts, same F1
     else:
         target = float(value)  # type: ignore[arg-type]  # checked above
@@ -144,6 +136,8 @@ class Calibration:
     bce_before: float
     bce_after: float
     per_label: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Equal-width bins of ece_before / ece_after (the reliability figure draws the same bins).
+    ece_bins: int = ECE_BINS
 
     def spec_fields(self) -> dict[str, Any]:
         """What goes into `ModelSpec` (temperature, thresholds, threshold_policy, calibration)."""
@@ -156,6 +150,7 @@ class Calibration:
                 "ece_after": self.ece_after,
                 "bce_before": self.bce_before,
                 "bce_after": self.bce_after,
+                "ece_bins": self.ece_bins,
                 "per_label": self.per_label,
             },
         }
@@ -173,6 +168,7 @@ def calibrate(
     policy: ThresholdPolicyName = "max_f1",
     value: float | None = None,
     temperature: bool = True,
+    ece_bins: int = ECE_BINS,
 ) -> Calibration:
     """Fit temperature (optional) then per-label thresholds on validation logits [n, L] and 0/1 labels."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -195,16 +191,17 @@ def calibrate(
             "recall": choice.recall,
             "fpr": choice.fpr,
             "note": choice.note,
-            "ece_before": expected_calibration_error(before[:, column], labels[:, column]),
-            "ece_after": expected_calibration_error(after[:, column], labels[:, column]),
+            "ece_before": calibration_error(before[:, column], labels[:, column], ece_bins),
+            "ece_after": calibration_error(after[:, column], labels[:, column], ece_bins),
         }
     return Calibration(
         temperature=t,
         thresholds=thresholds,
         policy=policy_label(policy, value),
-        ece_before=expected_calibration_error(before, labels),
-        ece_after=expected_calibration_error(after, labels),
+        ece_before=calibration_error(before, labels, ece_bins),
+        ece_after=calibration_error(after, labels, ece_bins),
         bce_before=binary_cross_entropy(logits, labels),
         bce_after=binary_cross_entropy(logits, labels, t),
         per_label=per_label,
+        ece_bins=ece_bins,
     )

@@ -26,7 +26,7 @@ def _figure(columns: int, width: float = 4.2, height: float = 3.8) -> tuple[Any,
 
 def pr_curve(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], title: str = "") -> Any:
     """Precision-recall curve per label (one panel each, average precision in the legend)."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    from textguard.evaluation.measures import average_precision, pr_curve_points
 
     y_true, probs = np.asarray(y_true), np.asarray(probs)
     figure, axes = _figure(len(labels))
@@ -35,9 +35,9 @@ def pr_curve(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], title
         if truth.sum() == 0:
             axis.text(0.5, 0.5, "no positives", ha="center", va="center")
         else:
-            precision, recall, _ = precision_recall_curve(truth, scores)
-            ap = average_precision_score(truth, scores)
-            axis.plot(recall, precision, drawstyle="steps-post", label=f"AP {ap:.3f}")
+            recall, precision = pr_curve_points(truth, scores)
+            ap = float(average_precision(truth, scores)[0])
+            axis.plot(recall, precision, drawstyle="steps-pre", label=f"AP {ap:.3f}")
             axis.axhline(truth.mean(), linestyle=":", color="grey", label=f"base rate {truth.mean():.3f}")
             axis.legend(loc="lower left")
         axis.set(title=label, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
@@ -68,26 +68,34 @@ def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[
 
 
 def reliability_diagram(
-    y_true: np.ndarray, probs_by_name: Mapping[str, np.ndarray], n_bins: int = 10, title: str = ""
+    y_true: np.ndarray,
+    probs_by_name: Mapping[str, np.ndarray],
+    n_bins: int | None = None,
+    title: str = "",
 ) -> Any:
     """Observed frequency against mean predicted probability over all (text, label) cells.
 
     `probs_by_name` maps a legend name (e.g. "before temperature", "after") to probabilities [n, L].
+    One point per non-empty bin of `measures.reliability_bins`: the bins of the ECE with the same
+    `n_bins` (default: the ECE's default), so a figure never shows other bins than the ECE it labels.
     """
+    from textguard.evaluation.measures import DEFAULT_ECE_BINS, reliability_bins
+
+    bins = n_bins or DEFAULT_ECE_BINS
     truth = np.asarray(y_true, dtype=np.float64).ravel()
     figure, (axis,) = _figure(1, width=4.6, height=4.2)
     axis.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect")
     for name, probs in probs_by_name.items():
-        p = np.asarray(probs, dtype=np.float64).ravel()
-        bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-        xs, ys = [], []
-        for index in range(n_bins):
-            in_bin = bins == index
-            if in_bin.any():
-                xs.append(p[in_bin].mean())
-                ys.append(truth[in_bin].mean())
+        points = reliability_bins(truth, np.asarray(probs, dtype=np.float64).ravel(), bins)
+        xs = [point["mean_probability"] for point in points]
+        ys = [point["observed_frequency"] for point in points]
         axis.plot(xs, ys, marker="o", label=name)
-    axis.set(xlabel="mean predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+    axis.set(
+        xlabel=f"mean predicted probability ({bins} equal-width bins)",
+        ylabel="observed frequency",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     axis.legend(loc="upper left")
     if title:
         axis.set_title(title)

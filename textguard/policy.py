@@ -19,10 +19,18 @@ default follows each model's calibration while stricter tenants can pin their ow
 
 Every label of the taxonomy must be listed in every policy: a forgotten label would otherwise be
 silently never flagged. `block: null` means the label never blocks on its own (review only).
+
+Policies are checked against the model they run with (`check_against_model`, called when a model is
+loaded or hot-swapped and by `textguard score --policy`): a review threshold above the model's own
+calibrated threshold makes the policy *laxer* than the model for that label (content the model flags
+is allowed). A policy whose name marks it strict (`strict`, `strict-edu`, `school_strict`) is refused
+if it is laxer for any label; any other laxer policy needs `allow_laxer_than_model: true` and is
+logged as a warning whenever it is validated.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,6 +76,8 @@ class LabelThresholds(StrictModel):
 class PolicyConfig(StrictModel):
     description: str = ""
     thresholds: dict[str, LabelThresholds]
+    #: Review thresholds above the model's own are intended (e.g. a newsroom policy); see the docstring.
+    allow_laxer_than_model: bool = False
 
     @model_validator(mode="after")
     def _covers_the_taxonomy(self) -> PolicyConfig:
@@ -114,6 +124,7 @@ class Policy:
     description: str
     review: dict[str, float | Literal["model"]]
     block: dict[str, float | None]
+    allow_laxer_than_model: bool = False
 
     def review_thresholds(self, model_thresholds: Mapping[str, float] | None) -> dict[str, float]:
         """Numeric review thresholds, `model` entries taken from the model spec's thresholds."""
@@ -179,6 +190,7 @@ class PolicySet:
                 description=policy.description,
                 review={label: policy.thresholds[label].review for label in LABELS},
                 block={label: policy.thresholds[label].block for label in LABELS},
+                allow_laxer_than_model=policy.allow_laxer_than_model,
             )
             for name, policy in config.policies.items()
         }
@@ -205,3 +217,78 @@ def resolve_policy_path(path: str | Path) -> Path:
     if fallback.is_file():
         return fallback
     raise ConfigError(f"policy file not found: {candidate} (give --policy PATH or TEXTGUARD_POLICY)")
+
+
+# -- validation against the model a policy runs with -------------------------------------------------
+
+#: A policy is strict when its name says so as a word: strict, strict-edu, school_strict.
+STRICT_NAME = re.compile(r"(^|[-_])strict($|[-_])")
+logger = logging.getLogger("textguard.policy")
+
+
+class PolicyModelMismatch(ConfigError):
+    """A policy would allow what the model flags, and is not allowed to (strict, or not marked)."""
+
+
+@dataclass(frozen=True)
+class LaxLabel:
+    policy: str
+    label: str
+    review: float
+    model: float
+
+    def describe(self) -> str:
+        return f"{self.label} reviews at {self.review:g} above the model's {self.model:g}"
+
+
+def laxer_labels(policy: Policy, model_thresholds: Mapping[str, float]) -> list[LaxLabel]:
+    """Labels whose review threshold is above the model's calibrated threshold (content the model
+    flags that this policy would allow)."""
+    review = policy.review_thresholds(model_thresholds)
+    return [
+        LaxLabel(policy.name, label, review[label], float(model_thresholds[label]))
+        for label in LABELS
+        if label in model_thresholds and review[label] > float(model_thresholds[label])
+    ]
+
+
+def check_against_model(
+    policies: PolicySet, model_thresholds: Mapping[str, float], model: str = "the model"
+) -> list[LaxLabel]:
+    """Refuse policies that are laxer than the model where they may not be; log the allowed ones.
+
+    Raises PolicyModelMismatch naming every offending policy and label: a strict policy laxer than
+    the model for any label, or any other policy laxer without `allow_laxer_than_model: true`.
+    Returns the laxer labels that are allowed (each also logged as a warning).
+    """
+    refused: list[str] = []
+    allowed: list[LaxLabel] = []
+    for name in policies.names:
+        policy = policies.get(name)
+        lax = laxer_labels(policy, model_thresholds)
+        if not lax:
+            continue
+        detail = "; ".join(item.describe() for item in lax)
+        if STRICT_NAME.search(name):
+            refused.append(
+                f"policy {name!r} is strict but laxer than {model} ({detail}): a strict policy may never "
+                "allow what the model flags; use `review: model` or thresholds at or below the model's"
+            )
+        elif not policy.allow_laxer_than_model:
+            refused.append(
+                f"policy {name!r} is laxer than {model} ({detail}); lower those review thresholds, or set "
+                "`allow_laxer_than_model: true` on the policy if it is meant to allow them"
+            )
+        else:
+            allowed += lax
+            logger.warning(
+                "policy %r is laxer than %s (%s); allowed by allow_laxer_than_model",
+                name,
+                model,
+                detail,
+                extra={"fields": {"policy": name, "model": model, "laxer_labels": detail}},
+            )
+    if refused:
+        source = f" ({policies.source})" if policies.source else ""
+        raise PolicyModelMismatch(f"policy file{source} does not fit {model}: " + " | ".join(refused))
+    return allowed

@@ -122,3 +122,47 @@ def test_score_command(tiny_artifact: Path, tmp_path: Path) -> None:
     assert pd.read_parquet(output)["id"].tolist() == [row["id"] for row in ROWS]
     again = CliRunner().invoke(app, [*args, "--no-progress"])
     assert isinstance(again.exception, DataError)
+
+
+def test_score_with_a_policy_checks_it_against_the_model_first(
+    tiny_artifact: Path, tmp_path: Path, reference: np.ndarray
+) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from textguard.cli import app
+    from textguard.paths import project_root
+    from textguard.policy import DEFAULT_POLICY_PATH, PolicyModelMismatch, PolicySet
+
+    source = tmp_path / "chat.jsonl"
+    pd.DataFrame(ROWS).to_json(source, orient="records", lines=True)
+    shipped = PolicySet.load(project_root() / DEFAULT_POLICY_PATH)
+    summary = score_file(
+        tiny_artifact,
+        source,
+        tmp_path / "strict.jsonl",
+        progress=False,
+        policies=shipped,
+        policy_name="strict",
+    )
+    out = pd.read_json(tmp_path / "strict.jsonl", lines=True)
+    thresholds = Scorer.from_artifact(tiny_artifact).spec.thresholds
+    expected = [
+        shipped.get("strict").decide(dict(zip(LABELS, probs, strict=True)), thresholds).action
+        for probs in reference
+    ]
+    assert out["action"].tolist() == expected and sum((summary.actions or {}).values()) == len(ROWS)
+
+    # The tiny model's thresholds are 0.5: a strict policy reviewing at 0.6 would be laxer.
+    laxer = {label: {"review": 0.6, "block": 0.9} for label in LABELS}
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text(
+        yaml.safe_dump({"default": "strict", "policies": {"strict": {"thresholds": laxer}}})
+    )
+    args = ["score", "--model", str(tiny_artifact), "--input", str(source), "--no-progress"]
+    result = CliRunner().invoke(
+        app, [*args, "--output", str(tmp_path / "refused.csv"), "--policy", str(policy_file)]
+    )
+    assert isinstance(result.exception, PolicyModelMismatch)
+    assert "'strict' is strict but laxer" in str(result.exception)
+    assert not (tmp_path / "refused.csv").exists()

@@ -13,6 +13,8 @@ The good model is registered as `textguard@champion` so the gate runs exactly as
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -164,6 +166,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path) -> Iterat
         uri = f"sqlite:///{root / 'mlflow.db'}"
         with training_run("textguard-train", uri, "probe", {}, {}) as run:
             run.log_model(good, registered_model_name="textguard", alias="champion")
+        with training_run("textguard-train", uri, "probe-regressed", {}, {}) as run:
+            run.log_model(regressed, registered_model_name="textguard", alias="candidate")
         gate = root / "gate.yaml"
         gate.write_text(
             "metrics: [macro_f1, f1_violent_threat, f1_extremist_glorification, f1_hate_dehumanization]\n"
@@ -189,6 +193,14 @@ def _run_ids(output: str, prefix: str) -> list[str]:
     return [line.split()[2] for line in output.splitlines() if line.startswith(prefix)]
 
 
+def _all_metrics(env: Env, run_id: str) -> dict[str, float]:
+    """Every value of an evaluation: metrics.json (MLflow metrics hold the headline subset)."""
+    from mlflow import MlflowClient
+
+    local = MlflowClient(env.uri).download_artifacts(run_id, "metrics.json", str(env.root / f"m-{run_id}"))
+    return json.loads(Path(local).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
 def test_evaluate_logs_every_metric_family_and_artefact(env: Env) -> None:
     from mlflow import MlflowClient
 
@@ -197,7 +209,13 @@ def test_evaluate_logs_every_metric_family_and_artefact(env: Env) -> None:
     (run_id,) = _run_ids(output, "evaluation run:")
     client = MlflowClient(env.uri)
     run = client.get_run(run_id)
-    metrics, tags = run.data.metrics, run.data.tags
+    logged, tags = run.data.metrics, run.data.tags
+    metrics = _all_metrics(env, run_id)
+    # A few headline metrics in MLflow, every value in metrics.json and the tables.
+    assert {"macro_f1", "micro_f1", "macro_pr_auc", "micro_ece", "n_rows", f"f1_{LABELS[0]}"} <= set(logged)
+    assert set(logged) < set(metrics) and len(logged) < 70
+    assert all(logged[name] == pytest.approx(metrics[name]) for name in logged)
+    assert not any(name.startswith("slice.") or ".func." in name for name in logged)
     for label in LABELS:
         for measure in (
             "precision",
@@ -224,7 +242,36 @@ def test_evaluate_logs_every_metric_family_and_artefact(env: Env) -> None:
     for key in ("accuracy", "balanced_accuracy", "hard_negative.accuracy", "label_exact_match"):
         assert f"suite.meeting_functional.{key}" in metrics
     assert "suite.meeting_functional.func.threat_split_caption_h.accuracy" in metrics
-    assert "suite.meeting_functional.language.fr.balanced_accuracy" in metrics
+    # Every functionality per language: balanced and hard-negative accuracy per language as headline
+    # metrics, the functionality x language table as an artefact.
+    suite_languages = {"en", "fr", "de", "es", "pt", "it", "ar"}
+    for code in suite_languages:
+        for name in ("balanced_accuracy", "hard_negative.accuracy"):
+            assert f"suite.meeting_functional.language.{code}.{name}" in logged, (code, name)
+    frame = pd.read_csv(
+        client.download_artifacts(
+            run_id, "suites/meeting_functional_functionality_by_language.csv", str(env.root / "dl-suite")
+        )
+    )
+    assert set(frame.columns) >= suite_languages and len(frame) == 17
+    cases = pd.read_csv(MEETING_SUITE)
+    fr_history = cases[(cases["functionality"] == "history_nh") & (cases["language"] == "fr")]
+    row = frame.set_index("functionality").loc["history_nh"]
+    predictions_suite = pd.read_parquet(
+        client.download_artifacts(run_id, "predictions.parquet", str(env.root / "dl-suite"))
+    )
+    suite_rows = predictions_suite[predictions_suite["partition"] == "suite:meeting_functional"]
+    fr_rows = suite_rows[(suite_rows["functionality"] == "history_nh") & (suite_rows["language"] == "fr")]
+    flagged = fr_rows[[c for c in fr_rows.columns if c.startswith("pred_")]].any(axis=1)
+    assert len(fr_rows) == len(fr_history) and row["fr"] == pytest.approx(float((~flagged).mean()))
+    languages = pd.read_csv(
+        client.download_artifacts(
+            run_id, "suites/meeting_functional_languages.csv", str(env.root / "dl-suite")
+        )
+    ).set_index("language")
+    assert languages.loc["fr", "hard_negative_accuracy"] == pytest.approx(
+        logged["suite.meeting_functional.language.fr.hard_negative.accuracy"]
+    )
     assert tags["textguard.run_type"] == "evaluation"
     assert tags["textguard.data.split"] == "test" and len(tags["textguard.data.digest"]) == 16
     assert tags["textguard.base_model"] == "tiny-bert"
@@ -238,7 +285,13 @@ def test_evaluate_logs_every_metric_family_and_artefact(env: Env) -> None:
         "errors.json",
         "calibration.json",
         "metrics.json",
+        "provenance.json",
     } <= artefacts
+    assert "tables/labels.csv" in {item.path for item in client.list_artifacts(run_id, "tables")}
+    assert (
+        tags["textguard.eval.labels"] == ",".join(LABELS) and tags["textguard.eval.perturbation_seed"] == "0"
+    )
+    assert len(tags["textguard.suite.meeting_functional.sha256"]) == 64
     assert {"plots/reliability_diagram.png", "plots/pr_curves.png", "plots/confusion_matrices.png"} <= plots
     local = Path(client.download_artifacts(run_id, "errors.json", str(env.root / "dl-errors")))
     errors = json.loads(local.read_text(encoding="utf-8"))
@@ -261,7 +314,8 @@ def test_evaluating_twice_gives_identical_numbers(env: Env) -> None:
         runs.extend(_run_ids(output, "evaluation run:"))
     client = MlflowClient(env.uri)
     first, second = (client.get_run(run_id).data.metrics for run_id in runs)
-    assert first == second and len(first) > 100
+    assert first == second
+    assert _all_metrics(env, runs[0]) == _all_metrics(env, runs[1]) and len(_all_metrics(env, runs[0])) > 100
 
 
 def test_robustness_is_seeded(env: Env) -> None:
@@ -285,8 +339,11 @@ def test_robustness_is_seeded(env: Env) -> None:
         assert code == 0, output
         runs.extend(_run_ids(output, "evaluation run:"))
     client = MlflowClient(env.uri)
-    first, second = (client.get_run(run_id).data.metrics for run_id in runs)
+    assert client.get_run(runs[0]).data.metrics == client.get_run(runs[1]).data.metrics
+    first, second = (_all_metrics(env, run_id) for run_id in runs)
     assert first == second
+    logged = client.get_run(runs[0]).data.metrics
+    assert "perturb.typos.delta.macro_f1" in logged and "perturb.typos.flip_rate" in logged
     for kind in ("leetspeak", "homoglyphs", "zero_width", "spacing", "caption", "typos"):
         assert f"perturb.{kind}.macro_f1" in first and f"perturb.{kind}.delta.macro_f1" in first
         assert 0.0 <= first[f"perturb.{kind}.flip_rate"] <= 1.0
@@ -363,15 +420,13 @@ def test_planted_regression_trips_the_gate_and_compare_reports_it(env: Env) -> N
     assert "comparison/comparison.html" in logged
 
 
-def test_runs_lists_models_versions_and_metrics(env: Env) -> None:
-    from textguard.cli import app
+def test_show_text_keeps_texts_and_ids(env: Env) -> None:
+    from mlflow import MlflowClient
 
     code, output = _evaluate(
         env, "--model", "models:/textguard@champion", "--experiment", "listing", "--show-text"
     )
     assert code == 0, output
-    from mlflow import MlflowClient
-
     (run_id,) = _run_ids(output, "evaluation run:")
     client = MlflowClient(env.uri)
     errors = json.loads(
@@ -383,8 +438,166 @@ def test_runs_lists_models_versions_and_metrics(env: Env) -> None:
         client.download_artifacts(run_id, "predictions.parquet", str(env.root / "dl-shown"))
     )
     assert set(predictions["text"]) == texts and set(predictions["id"]) == {f"test-{i}" for i in range(240)}
+
+
+def _runs(env: Env, *args: str, columns: int = 300) -> str:
+    from textguard.cli import app
+
     result = CliRunner().invoke(
-        app, ["runs", "--experiment", "listing", "--sort", "macro_f1", "--tracking-uri", env.uri], env=WIDE
+        app, ["runs", "--tracking-uri", env.uri, *args], env={"COLUMNS": str(columns)}
     )
     assert result.exit_code == 0, result.output
-    assert "textguard v1" in result.output and "champion" in result.output and "tiny-bert" in result.output
+    return result.output
+
+
+def test_runs_compare_promote_round_trip_with_id_prefixes(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ids `textguard runs` prints are what evaluate --baseline, compare and promote --run take."""
+    from mlflow import MlflowClient
+
+    from textguard.cli import app
+    from textguard.policy import PolicyModelMismatch
+    from textguard.tracking import registry
+
+    shipped_policies = Path(__file__).parents[2] / "configs" / "policies" / "default.yaml"
+    code, output = _evaluate(
+        env,
+        "--model",
+        "models:/textguard@champion",
+        "--experiment",
+        "roundtrip",
+        "--policy",
+        str(shipped_policies),
+    )
+    assert code == 0, output
+    (champion_run,) = _run_ids(output, "evaluation run:")
+    # The policy file fits this model; only `lenient` says it is laxer (and is named).
+    laxer = MlflowClient(env.uri).get_run(champion_run).data.tags["textguard.eval.policies_laxer_than_model"]
+    assert laxer and {item.split(":")[0] for item in laxer.split(",")} == {"lenient"}
+    strict_too_lax = env.root / "strict-too-lax.yaml"
+    thresholds = "\n".join(f"      {label}: {{review: 0.9, block: 0.95}}" for label in LABELS)
+    strict_too_lax.write_text(f"default: strict\npolicies:\n  strict:\n    thresholds:\n{thresholds}\n")
+    with pytest.raises(PolicyModelMismatch, match="'strict' is strict but laxer"):
+        _evaluate(env, "--model", "models:/textguard@champion", "--policy", str(strict_too_lax))
+    listed = json.loads(_runs(env, "--experiment", "roundtrip", "--format", "json"))
+    assert [row["run_id"] for row in listed] == [champion_run]
+    short = listed[0]["short_id"]
+    assert len(short) >= 8 and champion_run.startswith(short)
+    assert (
+        listed[0]["model"] == "textguard"
+        and listed[0]["version"] == "1"
+        and listed[0]["type"] == "evaluation"
+    )
+
+    # The candidate against the evaluation run's prefix: the baseline is the version that run evaluated.
+    code, output = _evaluate(
+        env,
+        "--model",
+        "models:/textguard@candidate",
+        "--baseline",
+        short,
+        "--gate",
+        str(env.gate),
+        "--experiment",
+        "roundtrip",
+    )
+    assert code == 0 and "regression gate failed" in output, output  # no --fail-on-regression: exit 0
+    (candidate_run,) = _run_ids(output, "evaluation run:")
+    (baseline_run,) = _run_ids(output, "baseline run:")
+    client = MlflowClient(env.uri)
+    assert client.get_run(baseline_run).data.tags["textguard.model.uri"] == "models:/textguard/1"
+
+    # Readable at 80 columns (and piped: CliRunner is not a terminal): whole ids, no folded cells.
+    table = _runs(env, "--experiment", "roundtrip", "--sort", "macro_f1", columns=80)
+    lines = table.splitlines()
+    assert all(len(line) <= 80 for line in lines[:5]) and "…" not in table
+    by_id = {row["run_id"]: row["short_id"] for row in json.loads(_runs(env, "--format", "json", "-n", "50"))}
+    body = [line.split()[0] for line in lines[2:5]]
+    assert set(body) == {by_id[candidate_run], by_id[baseline_run], by_id[champion_run]}
+    assert lines[2].split()[0] in (by_id[baseline_run], by_id[champion_run])  # sorted: v1 beats v2
+    assert "macro_f1" in lines[0] and "left out at 80 columns" in table
+    csv_rows = list(csv.DictReader(io.StringIO(_runs(env, "--experiment", "roundtrip", "--format", "csv"))))
+    assert {row["run_id"] for row in csv_rows} == {candidate_run, baseline_run, champion_run}
+
+    report = env.root / "roundtrip-report"
+    compared = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            by_id[baseline_run],
+            by_id[candidate_run],
+            "--output",
+            str(report),
+            "--resamples",
+            "200",
+            "--no-log",
+            "--tracking-uri",
+            env.uri,
+        ],
+    )
+    assert compared.exit_code == 0, compared.output
+    summary = json.loads((report / "comparison.json").read_text(encoding="utf-8"))
+    assert [run["run_id"] for run in summary["runs"]] == [baseline_run, candidate_run]
+    assert summary["mismatches"] == []
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env.uri)
+    promoted = CliRunner().invoke(
+        app, ["promote", "--run", by_id[baseline_run], "--alias", "production", "--reason", "won the compare"]
+    )
+    assert promoted.exit_code == 0, promoted.output
+    assert registry.alias_version("textguard", "production", tracking_uri=env.uri) == 1
+
+
+def test_unknown_sort_metric_exits_2_with_the_known_ones(env: Env, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "textguard", "runs", "--sort", "nosuchmetric", "--tracking-uri", env.uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "unknown --sort metric 'nosuchmetric'" in result.stderr and "macro_f1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_compare_refuses_runs_with_different_perturbation_seeds(env: Env) -> None:
+    from textguard.cli import app
+    from textguard.evaluation.compare import RunsNotComparable
+
+    runs = []
+    for seed in ("1", "2"):
+        code, output = _evaluate(
+            env,
+            "--model",
+            str(env.good),
+            "--perturb",
+            "typos",
+            "--seed",
+            seed,
+            "--experiment",
+            "seeds",
+            "--set",
+            "slice_dimensions=[source]",
+        )
+        assert code == 0, output
+        runs += _run_ids(output, "evaluation run:")
+    arguments = ["compare", *runs, "--tracking-uri", env.uri, "--resamples", "100", "--no-log"]
+    refused = CliRunner().invoke(app, [*arguments, "--output", str(env.root / "seeds-refused")])
+    assert isinstance(refused.exception, RunsNotComparable)
+    message = str(refused.exception)
+    assert "perturbation seed differs" in message and "seed 1" in message and "seed 2" in message
+    assert "--allow-mismatch" in message and "data digest" not in message
+    assert not (env.root / "seeds-refused").exists()
+
+    forced = CliRunner().invoke(app, [*arguments, "--allow-mismatch", "--output", str(env.root / "seeds")])
+    assert forced.exit_code == 0, forced.output
+    assert "MISMATCH" in forced.output and "perturbation seed differs" in forced.output
+    summary = json.loads((env.root / "seeds" / "comparison.json").read_text(encoding="utf-8"))
+    assert len(summary["mismatches"]) == 1 and "perturbation seed" in summary["mismatches"][0]
+    assert "MISMATCH" in (env.root / "seeds" / "comparison.md").read_text(encoding="utf-8")

@@ -174,6 +174,68 @@ def test_registered_candidate_reloads_with_identical_probabilities(
     np.testing.assert_allclose(reloaded.predict_proba(PROBE_TEXTS), in_memory, atol=1e-6)
 
 
+def test_version_description_is_the_model_card_and_evaluation_links_to_the_version(
+    tracked: tuple[TrainResult, Path, Path], client: Any
+) -> None:
+    """The registry page of the version shows the model card; evaluating it links the run to it."""
+    from textguard.evaluation.config import EvaluationConfig
+    from textguard.evaluation.runner import EvaluationRequest, evaluate_model
+
+    result, tmp, prepared = tracked
+    assert result.artifact_dir is not None
+    version = client.get_model_version("textguard", result.registered_version)
+    card = (result.artifact_dir / "MODEL_CARD.md").read_text(encoding="utf-8").strip()
+    assert version.description == card and "## Limitations" in version.description
+
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    evaluated = evaluate_model(
+        EvaluationRequest(
+            model="models:/textguard@candidate",
+            data=prepared,
+            config=EvaluationConfig(experiment="smoke-evaluation"),
+            tracking_uri=uri,
+        )
+    )
+    run = client.get_run(evaluated.run_id)
+    # "Logged models": the registered version's LoggedModel is an input of the evaluation run.
+    model_id = version.model_id or version.source.removeprefix("models:/")
+    assert model_id.startswith("m-") and client.get_logged_model(model_id).source_run_id == result.run_id
+    assert [item.model_id for item in run.inputs.model_inputs] == [model_id]
+    assert run.data.tags["textguard.model.version"] == str(version.version)
+    assert run.data.tags["textguard.model.model_id"] == model_id
+    # "Source" and "User": set as mlflow.start_run would, with the command as the source.
+    assert run.data.tags["mlflow.source.name"] == "textguard evaluate"
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.user"]
+    # The headline metrics are the model's metrics on the evaluated dataset (its page in the UI).
+    logged = client.get_logged_model(model_id)
+    on_model = {metric.key: metric for metric in logged.metrics or [] if metric.run_id == evaluated.run_id}
+    assert on_model["macro_f1"].value == pytest.approx(evaluated.metrics["macro_f1"])
+    assert on_model["macro_f1"].dataset_digest == evaluated.data_digest
+    assert set(on_model) == set(run.data.metrics)
+    assert len(run.data.metrics) < 40 and "slice.language.en.macro_f1" not in run.data.metrics
+
+
+def test_runs_lists_the_training_run_under_evaluation_metric_names(
+    tracked: tuple[TrainResult, Path, Path], client: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from textguard.cli import app
+
+    result, tmp, _ = tracked
+    listed = CliRunner().invoke(
+        app,
+        ["runs", "--type", "training", "--format", "json", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"],
+    )
+    assert listed.exit_code == 0, listed.output
+    rows = {row["run_id"]: row for row in json.loads(listed.output)}
+    row = rows[result.run_id]
+    metrics = client.get_run(result.run_id).data.metrics
+    assert row["experiment"] == "textguard-smoke" and row["metrics_from"] == "test"
+    assert row["metrics"]["macro_f1"] == pytest.approx(metrics["test_macro_f1"])
+    assert row["version"] == result.registered_version and "candidate" in row["aliases"]
+
+
 def test_resume_continues_from_the_checkpoint_step(
     tracked: tuple[TrainResult, Path, Path], client: Any, tmp_path: Path
 ) -> None:

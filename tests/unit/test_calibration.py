@@ -6,8 +6,8 @@ import pytest
 from textguard.calibration import (
     binary_cross_entropy,
     calibrate,
+    calibration_error,
     choose_threshold,
-    expected_calibration_error,
     fit_temperature,
 )
 from textguard.postprocess import sigmoid
@@ -45,8 +45,8 @@ def test_temperature_lowers_ece_of_an_overconfident_model() -> None:
 def test_ece_is_zero_for_perfect_frequencies_and_large_for_wrong_ones() -> None:
     probs = np.array([0.25] * 4 + [0.75] * 4)
     labels = np.array([1, 0, 0, 0, 1, 1, 1, 0])
-    assert expected_calibration_error(probs, labels) == pytest.approx(0.0)
-    assert expected_calibration_error(np.ones(4), np.zeros(4)) == pytest.approx(1.0)
+    assert calibration_error(probs, labels) == pytest.approx(0.0)
+    assert calibration_error(np.ones(4), np.zeros(4)) == pytest.approx(1.0)
 
 
 def _precision_recall_fpr(

@@ -51,15 +51,13 @@ def test_classification_metrics_agree_with_sklearn(seed: int) -> None:
 
 
 def test_micro_ece_is_the_training_calibration_ece() -> None:
-    from textguard.calibration import expected_calibration_error
+    from textguard.calibration import calibration_error
 
     gold, probs, decisions = _data(3)
     got = modules.classification_metrics(gold, probs, decisions, LABELS, ece_bins=15)
-    assert got["micro_ece"] == pytest.approx(expected_calibration_error(probs, gold, n_bins=15))
+    assert got["micro_ece"] == pytest.approx(calibration_error(probs, gold, n_bins=15))
     for j, label in enumerate(LABELS):
-        assert got[f"ece_{label}"] == pytest.approx(
-            expected_calibration_error(probs[:, j], gold[:, j], n_bins=15)
-        )
+        assert got[f"ece_{label}"] == pytest.approx(calibration_error(probs[:, j], gold[:, j], n_bins=15))
     assert got["macro_ece"] == pytest.approx(np.mean([got[f"ece_{label}"] for label in LABELS]))
 
 

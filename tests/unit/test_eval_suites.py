@@ -127,3 +127,75 @@ def test_functional_accuracy_balanced_and_hard_negatives() -> None:
     assert report["non_hateful_accuracy"] == report["hard_negative_accuracy"] == pytest.approx(5 / 6)
     assert report["functionality"]["counter_quote_nh"] == {"accuracy": pytest.approx(2 / 3), "n_cases": 3.0}
     assert report["language"]["fr"]["n_cases"] == 4.0
+
+
+def test_a_thirteen_language_suite_reports_every_functionality_per_language(tmp_path: Path) -> None:
+    """A multilingual suite in the meeting suite's format (as meeting_multilingual.csv will be):
+    per-language balanced and hard-negative accuracy, the functionality x language table, and the
+    named metrics compare and the gate recompute agree with the logged values."""
+    from textguard.evaluation import naming
+    from textguard.evaluation.headline import is_headline
+    from textguard.evaluation.named_metrics import metric_function
+    from textguard.evaluation.predictions import build_frame, partitions, suite_partition
+    from textguard.evaluation.runner import _suite_tables
+    from textguard.labels import LABELS
+
+    languages = ["ar", "de", "en", "es", "fr", "hi", "id", "it", "ja", "nl", "pt", "ru", "tr"]
+    with MEETING_SUITE.open(encoding="utf-8", newline="") as handle:
+        template = list(csv.DictReader(handle))
+    columns = list(template[0])
+    # Every functionality of the meeting suite in each of 13 languages (texts are placeholders).
+    rows = []
+    for code in languages:
+        for row in template:
+            if row["language"] == "en":
+                rows.append({**row, "case_id": f"{code}-{row['case_id']}", "language": code})
+    path = tmp_path / "meeting_multilingual.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    suite = load_suite(str(path))
+    assert suite.name == "meeting_multilingual" and sorted(set(suite.language)) == languages
+    rng = np.random.default_rng(0)
+    flagged = np.where(rng.random(suite.size) < 0.75, suite.hateful, ~suite.hateful)
+    report = modules.functional_metrics(flagged, suite.hateful, suite.functionality, suite.language)
+    tables = _suite_tables(suite, flagged, report)
+    assert [row["language"] for row in tables.languages] == languages
+    functionalities = sorted(set(suite.functionality))
+    assert [row["functionality"] for row in tables.by_language] == functionalities
+    assert all(set(languages) <= set(row) for row in tables.by_language)
+
+    frame = build_frame(
+        suite_partition(suite.name),
+        suite.case_ids,
+        list(LABELS),
+        suite.gold,
+        np.repeat(flagged[:, None], len(LABELS), axis=1).astype(float),
+        np.repeat(flagged[:, None], len(LABELS), axis=1),
+        {
+            "language": suite.language,
+            "functionality": suite.functionality,
+            "hateful": suite.hateful.astype(float).tolist(),
+        },
+    )
+    part = partitions(frame)[suite_partition(suite.name)]
+    for code in languages:
+        members = np.asarray(suite.language) == code
+        hard = members & np.char.endswith(np.asarray(suite.functionality), "_nh")
+        balanced = naming.suite_metric(suite.name, "balanced_accuracy", "language", code)
+        hard_name = naming.suite_metric(suite.name, "accuracy", "language", code, subgroup="hard_negative")
+        assert hard_name == f"suite.meeting_multilingual.language.{code}.hard_negative.accuracy"
+        assert is_headline(balanced) and is_headline(hard_name)
+        assert metric_function(balanced).value(part) == pytest.approx(
+            report["language"][code]["balanced_accuracy"]
+        )
+        assert metric_function(hard_name).value(part) == pytest.approx(
+            report["language"][code]["hard_negative_accuracy"]
+        )
+        assert report["language"][code]["hard_negative_accuracy"] == pytest.approx(
+            float((flagged[hard] == suite.hateful[hard]).mean())
+        )
+        for row in tables.by_language:
+            cell = (np.asarray(suite.functionality) == row["functionality"]) & members
+            assert row[code] == pytest.approx(float((flagged[cell] == suite.hateful[cell]).mean()))

@@ -149,3 +149,131 @@ def test_describe_lists_every_policy_and_threshold(tmp_path: Path) -> None:
     assert described["policies"] == {
         "base": {"description": "", "thresholds": {label: {"review": 0.5, "block": 0.8} for label in LABELS}}
     }
+
+
+# -- policies checked against the model they run with ------------------------------------------------
+
+#: The model from the issue: its own hate threshold is 0.169.
+MODEL_THRESHOLDS = {"violent_threat": 0.31, "extremist_glorification": 0.27, "hate_dehumanization": 0.169}
+
+
+def _thresholds(**review: float | str) -> dict[str, dict[str, Any]]:
+    return {label: {"review": review.get(label, "model"), "block": 0.95} for label in LABELS}
+
+
+def _policies(tmp_path: Path, policies: dict[str, dict[str, Any]]) -> PolicySet:
+    default = next(iter(policies))
+    return PolicySet.load(_write(tmp_path, {"version": 1, "default": default, "policies": policies}))
+
+
+def test_a_strict_policy_laxer_than_the_model_is_refused(tmp_path: Path) -> None:
+    from textguard.policy import PolicyModelMismatch, check_against_model
+
+    # The shape of the old shipped `strict`: pinned 0.35 while the model flags hate from 0.169.
+    policies = _policies(
+        tmp_path,
+        {"strict": {"thresholds": _thresholds(hate_dehumanization=0.35), "allow_laxer_than_model": True}},
+    )
+    with pytest.raises(
+        PolicyModelMismatch, match=r"'strict' is strict but laxer.*hate_dehumanization reviews at 0.35"
+    ):
+        check_against_model(policies, MODEL_THRESHOLDS, "textguard v3")
+    # Named strict as a word counts too; equal to the model is not laxer.
+    for name in ("strict-edu", "school_strict"):
+        marked = _policies(tmp_path, {name: {"thresholds": _thresholds(violent_threat=0.5)}})
+        with pytest.raises(PolicyModelMismatch, match=f"'{name}' is strict"):
+            check_against_model(marked, MODEL_THRESHOLDS)
+    at_model = _policies(tmp_path, {"strict": {"thresholds": _thresholds(hate_dehumanization=0.169)}})
+    assert check_against_model(at_model, MODEL_THRESHOLDS) == []
+
+
+def test_a_laxer_policy_needs_the_explicit_flag_and_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from textguard.policy import PolicyModelMismatch, check_against_model
+
+    lax = {"thresholds": _thresholds(violent_threat=0.7)}
+    with pytest.raises(PolicyModelMismatch, match="allow_laxer_than_model: true"):
+        check_against_model(_policies(tmp_path, {"newsroom": lax}), MODEL_THRESHOLDS)
+    allowed = _policies(tmp_path, {"newsroom": {**lax, "allow_laxer_than_model": True}})
+    with caplog.at_level("WARNING", logger="textguard.policy"):
+        found = check_against_model(allowed, MODEL_THRESHOLDS, "textguard v3")
+    assert [(item.policy, item.label, item.review, item.model) for item in found] == [
+        ("newsroom", "violent_threat", 0.7, 0.31)
+    ]
+    assert "'newsroom' is laxer than textguard v3" in caplog.text
+
+
+def test_shipped_policies_fit_the_issue_model_and_strict_flags_what_default_flags() -> None:
+    from textguard.policy import check_against_model
+
+    policies = PolicySet.load(project_root() / DEFAULT_POLICY_PATH)
+    allowed = check_against_model(policies, MODEL_THRESHOLDS)
+    assert {item.policy for item in allowed} == {"lenient"}  # the one policy that says it is laxer
+    # "Les terroristes sont des héros" scored 0.222 for hate: flagged under default AND strict.
+    scores = dict.fromkeys(LABELS, 0.0) | {"hate_dehumanization": 0.222}
+    for name in ("default", "strict"):
+        assert policies.get(name).decide(scores, MODEL_THRESHOLDS).labels == ["hate_dehumanization"], name
+    # Strict is never laxer than default, for review or for block, whatever the model's thresholds.
+    for thresholds in (MODEL_THRESHOLDS, dict.fromkeys(LABELS, 0.9)):
+        strict = policies.get("strict").review_thresholds(thresholds)
+        default = policies.get("default").review_thresholds(thresholds)
+        assert all(strict[label] <= default[label] for label in LABELS)
+    for label in LABELS:
+        assert (policies.get("strict").block[label] or 1.0) <= (policies.get("default").block[label] or 1.0)
+
+
+def test_the_service_refuses_a_strict_policy_laxer_than_the_model_at_load_and_at_hot_swap(
+    tmp_path: Path, tiny_artifact: Path
+) -> None:
+    """The model manager validates the policy file when a model loads and when a new one swaps in."""
+    import asyncio
+    import shutil
+
+    from pydantic import SecretStr
+
+    from textguard.artifact import refresh_checksums
+    from textguard.policy import PolicyModelMismatch
+    from textguard.scorer import Scorer
+    from textguard.service.model_manager import ModelManager
+    from textguard.service.settings import ServiceSettings
+    from textguard.spec import load_spec
+
+    strict_at_030 = _write(
+        tmp_path,
+        {
+            "version": 1,
+            "default": "strict",
+            "policies": {"strict": {"thresholds": _thresholds(hate_dehumanization=0.3)}},
+        },
+    )
+    model = tmp_path / "model"
+    shutil.copytree(tiny_artifact, model)  # thresholds 0.5: the strict 0.3 is stricter, fine
+    settings = ServiceSettings(
+        model=str(model),
+        policy=strict_at_030,
+        audit_hash_key=SecretStr("k"),
+        model_poll_seconds=0,
+        warmup=False,
+    )
+
+    async def scenario() -> ModelManager:
+        manager = ModelManager(settings)
+        assert await manager.refresh() and manager.ready
+        served = manager.current.version
+        # A retrained model whose hate threshold is 0.169 replaces the artefact: strict would be laxer.
+        spec = load_spec(model)
+        refresh_checksums(
+            model, spec.model_copy(update={"thresholds": {**spec.thresholds, "hate_dehumanization": 0.169}})
+        )
+        assert not await manager.refresh()
+        assert manager.current.version == served  # the old model keeps serving under a valid policy
+        return manager
+
+    asyncio.run(scenario())
+    # At load: nothing is served.
+    cold = ModelManager(settings)
+    assert not asyncio.run(cold.refresh()) and not cold.ready
+    assert cold.error is not None and "'strict' is strict but laxer" in cold.error
+    with pytest.raises(PolicyModelMismatch):
+        asyncio.run(ModelManager(settings, scorer=Scorer.from_artifact(model)).start())

@@ -127,7 +127,10 @@ def test_named_policy_changes_the_action(serve: Callable[..., Any], tmp_path: Pa
         yaml.safe_dump(
             {
                 "default": "never",
-                "policies": {"never": {"thresholds": never}, "always": {"thresholds": always}},
+                "policies": {
+                    "never": {"thresholds": never, "allow_laxer_than_model": True},
+                    "always": {"thresholds": always},
+                },
             }
         )
     )
@@ -275,7 +278,8 @@ def test_moderation_categories_follow_the_label_mapping(serve: Callable[..., Any
     thresholds = {label: {"review": 1.0, "block": None} for label in LABELS}
     thresholds["violent_threat"] = {"review": 0.0, "block": None}
     path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump({"default": "p", "policies": {"p": {"thresholds": thresholds}}}))
+    policy = {"thresholds": thresholds, "allow_laxer_than_model": True}
+    path.write_text(yaml.safe_dump({"default": "p", "policies": {"p": policy}}))
     with serve(policy=path) as client:
         scores = client.post("/v1/score", json=_messages("hello")).json()["results"][0]["scores"]
         result = client.post("/v1/moderations", json={"input": "hello"}).json()["results"][0]

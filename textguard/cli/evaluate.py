@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -36,7 +36,13 @@ Example:
         --baseline models:/textguard@champion --fail-on-regression
 
 With --fail-on-regression the command exits with code 3 when the gate (configs/evaluation/gate.yaml)
-finds a significant drop beyond its margin against the baseline.
+finds a significant drop beyond its margin against the baseline. --model and --baseline also take a
+run id (or unique prefix) from `textguard runs`: an evaluation run stands for the model version it
+evaluated, a training run for the model it logged.
+
+The run logs headline metrics (linked to the model's MLflow LoggedModel) and every value as
+metrics.json plus CSV tables (tables/, slices.csv, suites/: per functionality, per language and
+functionality x language).
 """
 
 COMPARE_HELP = """Compare evaluation runs: 95% bootstrap CIs, paired significance, per-slice deltas, winners.
@@ -44,16 +50,25 @@ COMPARE_HELP = """Compare evaluation runs: 95% bootstrap CIs, paired significanc
 The first run is the reference (e.g. the champion). Writes comparison.md, a self-contained
 comparison.html and comparison.json to --output, logs them to a comparison run, and prints the table.
 
+Runs evaluated on different data (digest), suite files, perturbation seeds or label sets are refused,
+naming what differs; --allow-mismatch compares them anyway and the report says what differs.
+
 Example:
 
-    textguard compare 3f2a9c0d1e4b4c1a9d8e 8b7c6d5e4f3a4b2c1d0e --output reports/v3-vs-v4
+    textguard compare 3f2a9c0d 8b7c6d5e --output reports/v3-vs-v4
 """
 
-RUNS_HELP = """List runs of an experiment: key metrics, base model, data digest, registered version and alias.
+RUNS_HELP = """List runs of every experiment (or --experiment): metrics, model version and alias, data digest.
+
+The run column prints the shortest unique prefix (8+ characters) of each run id: `compare`,
+`evaluate --baseline` and `promote --run` accept it, or the full id. Training runs show their test-split
+metrics under the evaluation names (test_macro_f1 as macro_f1). At a narrow width the least important
+columns are left out (and named); --format json or csv prints everything.
 
 Example:
 
-    textguard runs --experiment textguard-evaluation --sort macro_f1 --limit 10
+    textguard runs --sort macro_f1 --limit 10
+    textguard runs --experiment textguard-evaluation --format json
 """
 
 
@@ -124,7 +139,7 @@ def _print_evaluation(console: Console, result: EvaluationResult, labels: list[s
                 _fmt(metrics.get(prefix + "flip_rate")),
             )
         console.print(robust)
-    for suite, rows in result.suite_tables.items():
+    for suite, tables in result.suite_tables.items():
         prefix = f"suite.{suite}."
         suite_table = Table(
             title=(
@@ -136,9 +151,26 @@ def _print_evaluation(console: Console, result: EvaluationResult, labels: list[s
         )
         for column in ("functionality", "gold", "cases", "accuracy"):
             suite_table.add_column(column, justify="right" if column in ("cases", "accuracy") else "left")
-        for row in rows:
+        for row in tables.functionality:
             suite_table.add_row(row["functionality"], row["gold"], str(row["n_cases"]), _fmt(row["accuracy"]))
         console.print(suite_table)
+        languages = Table(
+            title=f"suite {suite} per language "
+            f"(functionality x language: suites/{suite}_functionality_by_language.csv)",
+            title_justify="left",
+        )
+        for column in ("language", "cases", "accuracy", "balanced", "hard-neg. cases", "hard-neg. accuracy"):
+            languages.add_column(column, justify="left" if column == "language" else "right")
+        for row in tables.languages:
+            languages.add_row(
+                row["language"],
+                str(row["n_cases"]),
+                _fmt(row["accuracy"]),
+                _fmt(row["balanced_accuracy"]),
+                str(row["hard_negative_cases"]),
+                _fmt(row["hard_negative_accuracy"]),
+            )
+        console.print(languages)
 
 
 def _print_gate(console: Console, gate: GateResult) -> None:
@@ -232,7 +264,10 @@ def _print_comparison(console: Console, comparison: Comparison, full: bool) -> N
 
 def evaluate_command(
     model: str = typer.Option(
-        ..., "--model", "-m", help="Artefact directory, runs:/<id>/model or models:/<name>@<alias>."
+        ...,
+        "--model",
+        "-m",
+        help="Artefact directory, runs:/<id>/model, models:/<name>@<alias>, or a run id (prefix).",
     ),
     data: Path = typer.Option(..., "--data", "-d", help="Prepared dataset folder or a data config YAML."),
     split: str | None = typer.Option(None, "--split", help="Split to evaluate (default test)."),
@@ -249,7 +284,10 @@ def evaluate_command(
         False, "--show-text", help="Keep texts and row ids in artefacts (default: keyed hashes)."
     ),
     baseline: str | None = typer.Option(
-        None, "--baseline", help="Also evaluate this model on the same rows and run the regression gate."
+        None,
+        "--baseline",
+        help="Also evaluate this model (URI, path or run id as `textguard runs` prints it) on the same "
+        "rows and run the regression gate.",
     ),
     fail_on_regression: bool = typer.Option(
         False,
@@ -265,102 +303,61 @@ def evaluate_command(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override an evaluation config value, e.g. --set max_fpr=0.005."
     ),
+    policy: Path | None = typer.Option(
+        None,
+        "--policy",
+        help="Check this policy file against the model first, as the server would at a hot swap "
+        "(a refused policy stops the evaluation, exit 2).",
+    ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     experiment: str | None = typer.Option(
         None, "--experiment", help="MLflow experiment for the evaluation runs."
     ),
 ) -> None:
-    from textguard.evaluation.config import load_evaluation_config, load_gate_config
-    from textguard.evaluation.gate import REGRESSION_EXIT_CODE, check_regression
+    from textguard.evaluation.gate import REGRESSION_EXIT_CODE
     from textguard.evaluation.predictions import labels_of
-    from textguard.evaluation.robustness import expand_kinds
-    from textguard.evaluation.runner import EvaluationRequest, evaluate_model
-    from textguard.tracking.evaluation import EvaluationRun
+    from textguard.evaluation.workflow import evaluate_with_gate, evaluation_settings, require_baseline
 
-    if fail_on_regression and not baseline:
-        raise ConfigError(
-            "--fail-on-regression needs --baseline (the model the candidate must not fall below)"
-        )
-    settings = load_evaluation_config(config, tuple(overrides))
-    updates: dict[str, Any] = {}
-    if split:
-        updates["split"] = split
-    if experiment:
-        updates["experiment"] = experiment
-    if updates:
-        from textguard.config import validate
-
-        settings = validate(type(settings), {**settings.model_dump(), **updates}, "command line")
-    gate_settings = load_gate_config(gate_config) if baseline else None
+    require_baseline(fail_on_regression, baseline)
+    settings = evaluation_settings(config, overrides, split=split, experiment=experiment)
     uri = _tracking_uri(tracking_uri, settings.tracking_uri)
-    kinds = tuple(expand_kinds(perturb))
-    if gate_settings is not None:
-        from textguard.evaluation.gate import check_inputs
-        from textguard.evaluation.suites import default_name, parse_suite_argument
-
-        names = [name or default_name(path) for name, path in map(parse_suite_argument, suite)]
-        check_inputs(gate_settings, names, list(kinds))
     console, status = _console(), _console(stderr=True)
-
-    def progress(message: str) -> None:
-        status.print(f"[dim]{message}[/dim]")
-
-    request = EvaluationRequest(
+    outcome = evaluate_with_gate(
         model=model,
         data=data,
-        config=settings,
+        settings=settings,
         tracking_uri=uri,
-        suites=tuple(suite),
-        perturbations=kinds,
+        suites=suite,
+        perturbations=perturb,
         seed=seed,
         show_text=show_text,
-        role="candidate" if baseline else "evaluation",
+        baseline=baseline,
+        gate_config=gate_config,
+        policy=policy,
+        progress=lambda message: status.print(f"[dim]{message}[/dim]"),
     )
-    result = evaluate_model(request, progress)
+    result = outcome.candidate
     _print_evaluation(console, result, list(labels_of(result.predictions)))
     console.print(f"evaluation run: {result.run_id} (experiment {settings.experiment}, {uri})")
-    if baseline is None or gate_settings is None:
+    if outcome.baseline is None or outcome.gate is None:
         return
-    base_request = EvaluationRequest(
-        model=baseline,
-        data=data,
-        config=settings,
-        tracking_uri=uri,
-        suites=tuple(suite),
-        perturbations=kinds,
-        seed=seed,
-        show_text=show_text,
-        role="baseline",
-        extra_tags={"textguard.eval.candidate_run_id": result.run_id},
-    )
-    base = evaluate_model(base_request, progress)
-    console.print(f"baseline run: {base.run_id} ({base.identity.describe()})")
-    gate = check_regression(base.predictions, result.predictions, gate_settings)
-    _print_gate(console, gate)
-    handle = EvaluationRun(result.run_id, uri, result.experiment_id)
-    handle.log_dict(
-        {**gate.to_dict(), "baseline_run_id": base.run_id, "baseline_model": baseline}, "gate.json"
-    )
-    handle.set_tags(
-        {
-            "textguard.eval.baseline_run_id": base.run_id,
-            "textguard.gate.status": "passed" if gate.passed else "failed",
-        }
-    )
-    handle.log_metrics(
-        {"gate.passed": 1.0 if gate.passed else 0.0, "gate.failures": float(len(gate.failures))}
-    )
-    console.print(f"compare in detail: textguard compare {base.run_id} {result.run_id}")
-    if gate.passed:
-        console.print(f"[green]{gate.message()}[/green]")
+    console.print(f"baseline run: {outcome.baseline.run_id} ({outcome.baseline.identity.describe()})")
+    _print_gate(console, outcome.gate)
+    console.print(f"compare in detail: textguard compare {outcome.baseline.run_id} {result.run_id}")
+    if outcome.gate.passed:
+        console.print(f"[green]{outcome.gate.message()}[/green]")
         return
-    typer.secho(f"error: {gate.message()}", err=True, fg=typer.colors.RED)
+    typer.secho(f"error: {outcome.gate.message()}", err=True, fg=typer.colors.RED)
     if fail_on_regression:
         sys.exit(REGRESSION_EXIT_CODE)
 
 
 def compare_command(
-    runs: list[str] = typer.Argument(..., help="Evaluation run ids; the first is the reference."),
+    runs: list[str] = typer.Argument(
+        ...,
+        help="Evaluation run ids or unique prefixes (as `textguard runs` prints); the first is the "
+        "reference.",
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Report folder (default ./comparison-<ids>)."
     ),
@@ -371,6 +368,12 @@ def compare_command(
     full: bool = typer.Option(
         False, "--full", help="Print every section (slices, suite functionalities) too."
     ),
+    allow_mismatch: bool = typer.Option(
+        False,
+        "--allow-mismatch",
+        help="Compare runs evaluated on different data, suite files, perturbation seeds or label sets "
+        "(refused by default); the report lists what differs.",
+    ),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the report to a comparison run in MLflow."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
@@ -380,8 +383,16 @@ def compare_command(
 
     uri = _tracking_uri(tracking_uri, None)
     comparison = compare_runs(
-        runs, uri, resamples=resamples, seed=seed, alpha=alpha, min_slice_rows=min_slice_rows
+        runs,
+        uri,
+        resamples=resamples,
+        seed=seed,
+        alpha=alpha,
+        min_slice_rows=min_slice_rows,
+        allow_mismatch=allow_mismatch,
     )
+    for line in comparison.mismatches:
+        typer.secho(f"warning: MISMATCH, compared anyway: {line}", err=True, fg=typer.colors.YELLOW)
     outdir = output or Path.cwd() / ("comparison-" + "-".join(run.short_id for run in comparison.runs))
     paths = write_report(comparison, outdir)
     console = _console()
@@ -395,6 +406,7 @@ def compare_command(
             tags={
                 "textguard.compare.runs": ",".join(run.run_id for run in comparison.runs),
                 "textguard.compare.reference": comparison.runs[0].run_id,
+                "textguard.compare.mismatch": "true" if comparison.mismatches else "false",
             },
             output_dir=outdir,
             summary={"wins": comparison.wins(), "notes": comparison.notes},
@@ -403,8 +415,8 @@ def compare_command(
 
 
 def runs_command(
-    experiment: str | None = typer.Option(
-        None, "--experiment", "-e", help="Experiment (default textguard-evaluation)."
+    experiment: list[str] = typer.Option(
+        [], "--experiment", "-e", help="Only runs of this experiment (repeatable; default: every one)."
     ),
     sort: str | None = typer.Option(
         None, "--sort", help="Sort by this metric, descending (default: newest first)."
@@ -414,53 +426,31 @@ def runs_command(
         [], "--metric", help="Metric columns (default macro_f1, macro_pr_auc, and the --sort metric)."
     ),
     run_type: str = typer.Option("all", "--type", help="evaluation, comparison, training or all."),
+    output: str = typer.Option("table", "--format", "-f", help="table, json or csv."),
+    width: int | None = typer.Option(
+        None, "--width", help="Table width in characters (default: the terminal's; 0: no limit)."
+    ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
-    from datetime import UTC, datetime
-
-    from rich.table import Table
+    import shutil
 
     from textguard.evaluation.config import load_evaluation_config
-    from textguard.tracking.evaluation import list_runs
+    from textguard.evaluation.run_table import FORMATS, metric_columns, render
+    from textguard.tracking.run_index import list_runs
 
-    settings = load_evaluation_config()
-    uri = _tracking_uri(tracking_uri, settings.tracking_uri)
-    name = experiment or settings.experiment
+    if output not in FORMATS:
+        raise ConfigError(f"--format {output!r}: choose {', '.join(FORMATS)}")
     if run_type not in ("evaluation", "comparison", "training", "all"):
         raise ConfigError(f"--type {run_type!r}: choose evaluation, comparison, training or all")
-    rows = list_runs(
-        uri, name, sort=sort, limit=limit, run_type=None if run_type in ("all", "training") else run_type
+    listing = list_runs(
+        _tracking_uri(tracking_uri, load_evaluation_config().tracking_uri),
+        experiments=experiment or None,
+        run_types=None if run_type == "all" else [run_type],
+        sort=sort,
+        limit=limit,
     )
-    if run_type == "training":
-        rows = [row for row in rows if row.run_type == "training"]
-    columns = list(dict.fromkeys([*(metric or ["macro_f1", "macro_pr_auc"]), *([sort] if sort else [])]))
-    table = Table(title=f"runs in {name} ({uri})", title_justify="left")
-    for column in ("run", "type", "started (UTC)", "model", "aliases", "base model", "data digest"):
-        table.add_column(column, no_wrap=column in ("run", "started (UTC)", "data digest"))
-    for column in columns:
-        table.add_column(column, justify="right")
-    table.add_column("gate")
-    for row in rows:
-        started = (
-            datetime.fromtimestamp(row.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-            if row.start_time
-            else ""
-        )
-        model = f"{row.model} v{row.version}" if row.version else (row.model or row.model_uri)
-        table.add_row(
-            row.run_id[:8],
-            {"evaluation": "eval", "comparison": "compare", "training": "train"}.get(
-                row.run_type, row.run_type
-            ),
-            started,
-            model,
-            ",".join(row.aliases),
-            row.base_model,
-            row.data_digest,
-            *(_fmt(row.metrics.get(column)) for column in columns),
-            row.gate,
-        )
-    _console().print(table)
+    columns = width if width is not None else shutil.get_terminal_size().columns
+    typer.echo(render(listing, output, metric_columns(metric, sort), columns))
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,10 @@ def promote(
     version: int | None = typer.Option(None, "--version", "-v", help="Model version to point the alias at."),
     alias: str = typer.Option(..., "--alias", "-a", help="Alias to move, e.g. champion."),
     run: str | None = typer.Option(
-        None, "--run", help="Run ID that registered the version (instead of, or as a check on, --version)."
+        None,
+        "--run",
+        help="Run id or unique prefix (as `textguard runs` prints): the version an evaluation run "
+        "evaluated or a training run registered (instead of, or as a check on, --version).",
     ),
     from_alias: str | None = typer.Option(
         None, "--from-alias", help="Promote the version another alias points at, e.g. candidate."
@@ -38,6 +41,7 @@ def promote(
     Example:
       textguard promote --version 3 --alias champion --reason "beats v2 on the functional suite"
       textguard promote --from-alias candidate --alias champion --reason "passed the gate"
+      textguard promote --run 3f2a9c0d --alias champion --reason "won textguard compare"
     """
     from textguard.tracking.registry import alias_version, promote_alias
 
@@ -129,6 +133,14 @@ def score(
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Max padded tokens per forward."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    policy: Path | None = typer.Option(
+        None,
+        "--policy",
+        help="Policy YAML: add an `action` column (allow/review/block); checked against the model first.",
+    ),
+    policy_name: str | None = typer.Option(
+        None, "--policy-name", help="Policy of the file to apply (default: the file's default)."
+    ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Score a file of texts; the output keeps every input column and adds per-label scores and labels.
@@ -136,9 +148,17 @@ def score(
     \b
     Example:
       textguard score --model models:/textguard@champion --input chat.csv --output scored.parquet
+      textguard score --model models:/textguard@champion --input chat.csv --output scored.csv \\
+          --policy configs/policies/default.yaml --policy-name strict
     """
     from textguard.batch import score_file
+    from textguard.policy import PolicySet
 
+    if policy_name is not None and policy is None:
+        raise ConfigError("--policy-name needs --policy (the policy file)")
+    policies = PolicySet.load(policy) if policy is not None else None
+    if policies is not None and policy_name is not None:
+        policies.get(policy_name)  # an unknown name fails before the model loads
     if backend not in ("torch", "onnx"):
         raise ConfigError(f"unknown --backend {backend!r}: choose torch or onnx")
     if quantized and backend != "onnx":
@@ -155,6 +175,8 @@ def score(
         max_tokens=max_tokens,
         progress=progress,
         overwrite=overwrite,
+        policies=policies,
+        policy_name=policy_name,
     )
     typer.echo(summary.describe())
 

@@ -78,6 +78,8 @@ class Comparison:
     seed: int
     alpha: float
     parts: dict[str, list[Partition]] = field(default_factory=dict, repr=False)
+    #: What differs between the runs' inputs (data, suites, seed, labels), compared anyway on request.
+    mismatches: list[str] = field(default_factory=list)
 
     def _run_id(self, index: int | None) -> str | None:
         return None if index is None else self.runs[index].run_id
@@ -113,6 +115,7 @@ class Comparison:
             "seed": self.seed,
             "alpha": self.alpha,
             "common_rows": self.common_rows,
+            "mismatches": self.mismatches,
             "notes": self.notes,
             "metrics": [
                 {
@@ -189,10 +192,12 @@ def metric_plan(
             plan.append(("suites", naming.suite_metric(suite, "accuracy", "func", functionality)))
         languages = sorted(set(part.attributes["language"].tolist()))
         if len(languages) > 1:
-            plan += [
-                ("suites", naming.suite_metric(suite, "balanced_accuracy", "language", code))
-                for code in languages
-            ]
+            hard = measures.is_hard_negative(part.attributes["functionality"])
+            for code in languages:
+                plan.append(("suites", naming.suite_metric(suite, "balanced_accuracy", "language", code)))
+                if (hard & (part.attributes["language"] == code)).any():
+                    name = naming.suite_metric(suite, "accuracy", "language", code, subgroup="hard_negative")
+                    plan.append(("suites", name))
     return plan
 
 
@@ -330,6 +335,34 @@ def run_info(fetched: Any) -> RunInfo:
     )
 
 
+class RunsNotComparable(TextguardError):
+    """The runs' inputs differ, so their row-by-row differences would mean nothing (exit code 2)."""
+
+
+def check_comparable(infos: Sequence[RunInfo], allow_mismatch: bool) -> tuple[list[str], list[str]]:
+    """(differences, unverified facts) of every run against the reference; refuses on a difference
+    unless `allow_mismatch`."""
+    from textguard.evaluation.provenance import Provenance, comparability
+
+    reference = Provenance.from_run(infos[0].tags, infos[0].params)
+    differences: list[str] = []
+    unknown: list[str] = []
+    for info in infos[1:]:
+        found = comparability(
+            reference, Provenance.from_run(info.tags, info.params), (infos[0].short_id, info.short_id)
+        )
+        differences += found.differences
+        unknown += found.unknown
+    if differences and not allow_mismatch:
+        raise RunsNotComparable(
+            "the runs were not evaluated on the same inputs, so a row-by-row comparison would mislead: "
+            + "; ".join(differences)
+            + ". Evaluate both models with the same --data, --suite files, --seed and label set, "
+            "or pass --allow-mismatch to compare them anyway (the report then says what differs)"
+        )
+    return differences, unknown
+
+
 def compare_runs(
     run_ids: Sequence[str],
     tracking_uri: str,
@@ -338,24 +371,33 @@ def compare_runs(
     seed: int = 0,
     alpha: float = 0.05,
     min_slice_rows: int = 30,
+    allow_mismatch: bool = False,
 ) -> Comparison:
-    """Fetch evaluation runs (their predictions.parquet) and compare them; the first is the reference."""
+    """Fetch evaluation runs (their predictions.parquet) and compare them; the first is the reference.
+
+    Run ids may be unique prefixes. Runs evaluated on different data, suite files, perturbation
+    seeds or label sets are refused (`RunsNotComparable`) unless `allow_mismatch`, in which case the
+    differences are kept in `Comparison.mismatches` and in the report.
+    """
     import tempfile
     from pathlib import Path
 
     from textguard.evaluation.predictions import PREDICTIONS_FILE
     from textguard.tracking.evaluation import fetch_run
+    from textguard.tracking.run_index import resolve_run_ids
 
-    if len(set(run_ids)) < 2:
+    resolved = resolve_run_ids(run_ids, tracking_uri)
+    if len(set(resolved)) < 2:
         raise TextguardError("compare needs at least two different evaluation run ids")
     with tempfile.TemporaryDirectory(prefix="textguard-compare-") as workdir:
         fetched = [
             fetch_run(run_id, tracking_uri, (PREDICTIONS_FILE,), Path(workdir) / f"run-{index}")
-            for index, run_id in enumerate(run_ids)
+            for index, run_id in enumerate(resolved)
         ]
         frames = [pd.read_parquet(run.files[PREDICTIONS_FILE]) for run in fetched]
     ece_bins = int(fetched[0].params.get("ece_bins", measures.DEFAULT_ECE_BINS))
     infos = [run_info(run) for run in fetched]
+    differences, unknown = check_comparable(infos, allow_mismatch)
     labels = [info.label for info in infos]
     # Two runs of the same model version need telling apart in "winner" columns.
     infos = [
@@ -371,7 +413,7 @@ def compare_runs(
         else info
         for info in infos
     ]
-    return compare_predictions(
+    comparison = compare_predictions(
         infos,
         frames,
         resamples=resamples,
@@ -380,3 +422,10 @@ def compare_runs(
         min_slice_rows=min_slice_rows,
         ece_bins=ece_bins,
     )
+    comparison.mismatches = differences
+    comparison.notes = [
+        *(f"MISMATCH (compared anyway): {line}" for line in differences),
+        *(f"unverified: {line}" for line in unknown),
+        *comparison.notes,
+    ]
+    return comparison

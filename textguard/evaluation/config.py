@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from textguard.config import StrictModel, load_config
+from textguard.evaluation.measures import DEFAULT_ECE_BINS
 from textguard.paths import project_root
 
 SliceDimension = Literal["language", "source", "dataset"]
@@ -31,7 +32,8 @@ class EvaluationConfig(StrictModel):
     split: Literal["train", "validation", "test"] = "test"
     #: False-positive-rate budget of the recall_at_fpr_<p>pct metrics.
     max_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
-    ece_bins: int = Field(default=15, ge=2, le=100)
+    #: Equal-width bins of the ECE (`measures.bin_index` is the one binning rule).
+    ece_bins: int = Field(default=DEFAULT_ECE_BINS, ge=2, le=100)
     slice_dimensions: list[SliceDimension] = Field(default_factory=_every_dimension)
     #: Slices with fewer rows are listed in the slice table but get no metrics (too noisy to log).
     min_slice_rows: int = Field(default=1, ge=1)

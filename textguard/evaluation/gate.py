@@ -19,6 +19,7 @@ from textguard.errors import ConfigError
 from textguard.evaluation import naming
 from textguard.evaluation.bootstrap import bootstrap, format_p
 from textguard.evaluation.config import GateConfig
+from textguard.evaluation.measures import DEFAULT_ECE_BINS
 from textguard.evaluation.named_metrics import metric_function
 from textguard.evaluation.predictions import CLEAN, Partition, align, partitions
 
@@ -105,8 +106,15 @@ def check_inputs(config: GateConfig, suites: list[str], perturbations: list[str]
         )
 
 
-def check_regression(baseline: pd.DataFrame, candidate: pd.DataFrame, config: GateConfig) -> GateResult:
-    """Compare per-row predictions of a baseline and a candidate evaluated on the same data."""
+def check_regression(
+    baseline: pd.DataFrame,
+    candidate: pd.DataFrame,
+    config: GateConfig,
+    ece_bins: int = DEFAULT_ECE_BINS,
+) -> GateResult:
+    """Compare per-row predictions of a baseline and a candidate evaluated on the same data.
+
+    `ece_bins`: the bins the evaluation computed its ECE with, so a gated ECE is the logged one."""
     base_parts, cand_parts = partitions(baseline), partitions(candidate)
     if CLEAN not in base_parts or CLEAN not in cand_parts:
         raise ConfigError("the gate needs the clean split's predictions of both models")
@@ -114,7 +122,7 @@ def check_regression(baseline: pd.DataFrame, candidate: pd.DataFrame, config: Ga
     for name in set(base_parts) & set(cand_parts):
         aligned[name] = align([base_parts[name], cand_parts[name]])
     names = gate_metrics(config, aligned[CLEAN][0])
-    metrics = [metric_function(name) for name in names]
+    metrics = [metric_function(name, ece_bins) for name in names]
     missing = sorted({metric.partition for metric in metrics} - set(aligned))
     if missing:
         raise ConfigError(

@@ -1,6 +1,14 @@
-"""Metric arithmetic shared by the `evaluate` metric modules and the bootstrap: numpy, weighted, vectorised.
+"""The one implementation of every metric textguard reports: numpy, weighted, vectorised.
 
-Every function takes row weights of shape [b, n]: one weight vector per bootstrap resample (how many
+Training (`textguard.training.metrics`, the calibration report), evaluation (the `evaluate` metric
+modules in `evaluation/metrics/`, `named_metrics`), the bootstrap behind `compare`, the regression gate
+and the figures (`textguard.plots`) all call these functions; none of them computes a metric itself
+(tests/unit/test_metric_single_source.py checks it). The metric families: precision / recall / F1
+(per label, macro, micro), PR-AUC (average precision) and ROC-AUC, recall at a false-positive rate,
+expected calibration error with one binning rule (`bin_index`), accuracy and balanced accuracy
+(functional suites).
+
+Every primitive takes row weights of shape [b, n]: one weight vector per bootstrap resample (how many
 times each row was drawn), and a single row of ones for the plain estimate. It returns one value per
 weight vector. Computing point estimates and confidence intervals with the same code is what keeps a
 logged `f1_violent_threat` and its interval in `compare` from ever disagreeing on a definition.
@@ -12,7 +20,9 @@ for not containing a label; this matches scikit-learn with ``zero_division=np.na
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -102,6 +112,20 @@ def accuracy(correct: np.ndarray, weights: np.ndarray | None = None) -> np.ndarr
     w = as_weights(weights, np.asarray(correct).shape[0])
     correct = np.asarray(correct, dtype=w.dtype)
     return _divide(w @ correct, w.sum(axis=1))
+
+
+def balanced_accuracy(
+    correct: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Mean of the accuracy on positive and on negative rows: [b]. NaN unless both classes occur.
+
+    Flagging everything or nothing scores 0.5, whatever the class balance of a functional suite.
+    """
+    correct = np.asarray(correct, dtype=bool)
+    positive = np.asarray(positive, dtype=bool)
+    w = as_weights(weights, correct.shape[0])
+    by_class = [accuracy(correct[group], w[:, group]) for group in (positive, ~positive)]
+    return (by_class[0] + by_class[1]) / 2.0  # type: ignore[no-any-return]
 
 
 # -- ranking: PR and ROC curves -------------------------------------------------------------------
@@ -203,6 +227,22 @@ def recall_at_fpr_of(points: Curve, max_fpr: float) -> np.ndarray:
     return np.where(negatives > 0, _divide(best, positives), np.nan)
 
 
+def pr_curve_points(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) of the step curve whose area is `average_precision`, for plotting.
+
+    Starts at recall 0; draw it with matplotlib's ``drawstyle="steps-pre"`` so that each precision
+    holds over the recall interval it is summed over in AP. Empty arrays without positives.
+    """
+    points = curve(y_true, scores)
+    tp, fp = points.tp[0], points.fp[0]
+    positives = tp[-1] if tp.size else 0.0
+    if positives <= 0:
+        return np.zeros(0), np.zeros(0)
+    recall_at = tp / positives
+    precision_at = tp / np.maximum(tp + fp, 1e-12)
+    return np.r_[0.0, recall_at], np.r_[precision_at[0], precision_at]
+
+
 def average_precision(
     y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
 ) -> np.ndarray:
@@ -265,6 +305,158 @@ def reliability_bins(
                 }
             )
     return rows
+
+
+# -- metric sets over label columns (what the evaluate modules and training report) ------------------
+
+
+def _label_names(names: Sequence[str] | None, columns: int) -> list[str]:
+    return list(names) if names else [f"label_{index}" for index in range(columns)]
+
+
+def decision_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """precision_/recall_/f1_<label>, their macro (mean of defined values) and micro (pooled counts)
+    averages, support_<label> (gold positives), predicted_<label> and n_rows, for 0/1 matrices [n, L]."""
+    truth = np.asarray(y_true).astype(bool)
+    pred = np.asarray(y_pred).astype(bool)
+    labels = _label_names(names, truth.shape[1])
+    counts = confusion_counts(truth, pred)
+    pooled = counts.summed()
+    out: dict[str, float] = {"n_rows": float(truth.shape[0])}
+    for measure, function in (("precision", precision), ("recall", recall), ("f1", f1)):
+        values = function(counts)[0]
+        for name, value in zip(labels, values, strict=True):
+            out[f"{measure}_{name}"] = float(value)
+        out[f"macro_{measure}"] = float(nanmean(values))
+        out[f"micro_{measure}"] = float(function(pooled)[0, 0])
+    for column, name in enumerate(labels):
+        out[f"support_{name}"] = float(truth[:, column].sum())
+        out[f"predicted_{name}"] = float(pred[:, column].sum())
+    return out
+
+
+def _per_label_and_averages(
+    measure: str,
+    function: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    truth: np.ndarray,
+    scores: np.ndarray,
+    labels: list[str],
+) -> dict[str, float]:
+    values = np.array([function(truth[:, j], scores[:, j])[0] for j in range(len(labels))])
+    out = {f"{measure}_{name}": float(value) for name, value in zip(labels, values, strict=True)}
+    out[f"macro_{measure}"] = float(nanmean(values))
+    # Micro: every (row, label) cell pooled, as scikit-learn's average="micro".
+    out[f"micro_{measure}"] = float(function(truth.T.ravel(), scores.T.ravel())[0])
+    return out
+
+
+def ranking_metrics(
+    y_true: np.ndarray, scores: np.ndarray, names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """pr_auc_<label> and roc_auc_<label> with macro and micro averages (NaN where undefined)."""
+    truth = np.asarray(y_true).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = _label_names(names, truth.shape[1])
+    return {
+        **_per_label_and_averages("pr_auc", average_precision, truth, scores, labels),
+        **_per_label_and_averages("roc_auc", roc_auc, truth, scores, labels),
+    }
+
+
+def recall_at_fpr_metrics(
+    y_true: np.ndarray, scores: np.ndarray, max_fpr: float, names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """recall_at_fpr_<p>pct_<label> with macro and micro averages."""
+    from textguard.evaluation.naming import fpr_measure
+
+    if not 0.0 <= max_fpr <= 1.0:
+        raise ValueError(f"max_fpr must be within [0, 1], got {max_fpr}")
+    truth = np.asarray(y_true).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = _label_names(names, truth.shape[1])
+    return _per_label_and_averages(
+        fpr_measure(max_fpr), lambda y, s: recall_at_fpr(y, s, max_fpr), truth, scores, labels
+    )
+
+
+def calibration_metrics(
+    y_true: np.ndarray, probs: np.ndarray, n_bins: int = DEFAULT_ECE_BINS, names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """ece_<label>, macro_ece and micro_ece (all cells pooled: the ECE training's calibration reports)."""
+    truth = np.asarray(y_true, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = _label_names(names, truth.shape[1])
+    return _per_label_and_averages(
+        "ece", lambda y, p: expected_calibration_error(y, p, n_bins=n_bins), truth, probs, labels
+    )
+
+
+# -- functional suites ----------------------------------------------------------------------------
+
+
+def is_hard_negative(functionality: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Hard negatives are the functionalities whose name ends in `_nh` (HateCheck's convention)."""
+    return np.char.endswith(np.asarray(functionality, dtype=str), "_nh")
+
+
+def functional_report(
+    flagged: np.ndarray, hateful: np.ndarray, functionality: Sequence[str], language: Sequence[str]
+) -> dict[str, Any]:
+    """Functional-suite accuracy overall, per functionality, per language and per functionality x language.
+
+    A case passes when the binary decision (any label flagged) equals its gold. Undefined values
+    (e.g. balanced accuracy of a language with only hateful cases) are NaN.
+    """
+    flagged = np.asarray(flagged, dtype=bool)
+    gold = np.asarray(hateful, dtype=bool)
+    functions = np.asarray(functionality, dtype=str)
+    languages = np.asarray(language, dtype=str)
+    correct = flagged == gold
+    hard = is_hard_negative(functions)
+
+    def share(mask: np.ndarray) -> float:
+        return float(accuracy(correct[mask])[0]) if mask.any() else float("nan")
+
+    def balanced(mask: np.ndarray) -> float:
+        return float(balanced_accuracy(correct[mask], gold[mask])[0])
+
+    function_names = sorted(set(functions.tolist()))
+    language_codes = sorted(set(languages.tolist()))
+    return {
+        "accuracy": share(np.ones_like(correct)),
+        "balanced_accuracy": balanced(np.ones_like(correct)),
+        "hateful_accuracy": share(gold),
+        "non_hateful_accuracy": share(~gold),
+        "hard_negative_accuracy": share(hard),
+        "n_cases": float(correct.size),
+        "functionality": {
+            name: {"accuracy": share(functions == name), "n_cases": float(np.sum(functions == name))}
+            for name in function_names
+        },
+        "language": {
+            code: {
+                "accuracy": share(languages == code),
+                "balanced_accuracy": balanced(languages == code),
+                "hard_negative_accuracy": share((languages == code) & hard),
+                "n_cases": float(np.sum(languages == code)),
+                "hard_negative_n_cases": float(np.sum((languages == code) & hard)),
+            }
+            for code in language_codes
+        },
+        "functionality_language": {
+            name: {
+                code: {
+                    "accuracy": share((functions == name) & (languages == code)),
+                    "n_cases": float(np.sum((functions == name) & (languages == code))),
+                }
+                for code in language_codes
+                if np.any((functions == name) & (languages == code))
+            }
+            for name in function_names
+        },
+    }
 
 
 # -- paired tests ---------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from textguard.evaluation.measures import DEFAULT_ECE_BINS
+
 CLASSIFICATION = "multilabel_classification"
 RANKING = "multilabel_ranking"
 RECALL_AT_FPR = "recall_at_fpr"
@@ -56,7 +58,7 @@ def classification_metrics(
     labels: Sequence[str],
     *,
     max_fpr: float = 0.01,
-    ece_bins: int = 15,
+    ece_bins: int = DEFAULT_ECE_BINS,
 ) -> dict[str, float]:
     """The full per-label + macro/micro metric set of one scope (names per `textguard.evaluation.naming`).
 

@@ -22,6 +22,7 @@ from textguard.errors import ConfigError
 from textguard.evaluation import measures
 from textguard.evaluation.naming import (
     ROW_COUNT,
+    SUITE_SUMMARY_GROUPS,
     ClassificationName,
     SuiteName,
     parse_classification,
@@ -123,7 +124,7 @@ def _score(measure: str, ece_bins: int) -> Callable[[_Scope, int | None, MetricC
         return lambda scope, column, cache: measures.recall_at_fpr_of(_curve(scope, column, cache), max_fpr)
     if measure == "ece":
 
-        def ece(scope: _Scope, column: int | None, cache: MetricCache) -> np.ndarray:
+        def calibration_gap(scope: _Scope, column: int | None, cache: MetricCache) -> np.ndarray:
             if column is None:
                 gold, probs = scope.gold.T.ravel(), scope.probs.T.ravel()
                 weights = np.tile(scope.weights, scope.gold.shape[1])
@@ -131,7 +132,7 @@ def _score(measure: str, ece_bins: int) -> Callable[[_Scope, int | None, MetricC
                 gold, probs, weights = scope.gold[:, column], scope.probs[:, column], scope.weights
             return measures.expected_calibration_error(gold, probs, weights, n_bins=ece_bins)
 
-        return ece
+        return calibration_gap
     raise ConfigError(f"unknown measure {measure!r}")
 
 
@@ -183,18 +184,22 @@ def _classification(parsed: ClassificationName, ece_bins: int) -> MetricFn:
 
 
 def _suite(parsed: SuiteName) -> MetricFn:
-    def rows_of(part: Partition, cache: MetricCache) -> np.ndarray:
+    def summary_rows(part: Partition, group: str) -> np.ndarray:
         hateful = part.attributes["hateful"] == 1.0
+        if group == "hateful":
+            return hateful  # type: ignore[no-any-return]
+        if group == "non_hateful":
+            return ~hateful  # type: ignore[no-any-return]
+        return measures.is_hard_negative(part.attributes["functionality"])
+
+    def rows_of(part: Partition, cache: MetricCache) -> np.ndarray:
         if parsed.group == "all":
             return np.ones(part.size, dtype=bool)
-        if parsed.group == "hateful":
-            return hateful
-        if parsed.group == "non_hateful":
-            return ~hateful
-        if parsed.group == "hard_negative":
-            return np.char.endswith(part.attributes["functionality"].astype(str), "_nh")
+        if parsed.group in SUITE_SUMMARY_GROUPS:
+            return summary_rows(part, parsed.group)
         dimension = "functionality" if parsed.group == "func" else "language"
-        return _mask(part, dimension, parsed.value or "", cache)
+        rows = _mask(part, dimension, parsed.value or "", cache)
+        return rows & summary_rows(part, parsed.subgroup) if parsed.subgroup else rows
 
     def compute(part: Partition, weights: np.ndarray, cache: MetricCache) -> np.ndarray:
         rows = rows_of(part, cache)
@@ -206,8 +211,7 @@ def _suite(parsed: SuiteName) -> MetricFn:
         if parsed.measure == "accuracy":
             return measures.accuracy(correct, w)
         if parsed.measure == "balanced_accuracy":
-            by_class = [measures.accuracy(correct[group], w[:, group]) for group in (hateful, ~hateful)]
-            return (by_class[0] + by_class[1]) / 2.0  # type: ignore[no-any-return]
+            return measures.balanced_accuracy(correct, hateful, w)
         # label_exact_match: the flagged label set equals the gold set, on cases that give per-label gold.
         gold = part.gold[rows]
         known = ~np.isnan(gold).any(axis=1)

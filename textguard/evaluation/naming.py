@@ -12,7 +12,9 @@
 
 Examples: `macro_f1`, `pr_auc_hate_dehumanization`, `slice.language.fr.macro_f1`,
 `slice.source.caption.n_rows`, `perturb.leetspeak.macro_f1`, `perturb.leetspeak.delta.macro_f1`,
-`suite.hatecheck_en.balanced_accuracy`, `suite.meeting_functional.func.counter_quote_nh.accuracy`.
+`suite.hatecheck_en.balanced_accuracy`, `suite.meeting_functional.func.counter_quote_nh.accuracy`,
+`suite.meeting_functional.language.fr.balanced_accuracy`,
+`suite.meeting_functional.language.fr.hard_negative.accuracy` (the `*_nh` cases in French).
 """
 
 from __future__ import annotations
@@ -157,19 +159,26 @@ class SuiteName:
     group: str  # "all", "hateful", "non_hateful", "hard_negative", "func", "language"
     value: str | None  # the functionality or language for "func" / "language"
     measure: str  # "accuracy", "balanced_accuracy", "label_exact_match", "n_cases"
+    #: Within one language: "hateful", "non_hateful" or "hard_negative" cases only.
+    subgroup: str | None = None
 
 
 SUITE_SUMMARY_GROUPS = ("hateful", "non_hateful", "hard_negative")
 SUITE_MEASURES = ("accuracy", "balanced_accuracy", "label_exact_match", "n_cases")
 
 
-def suite_metric(suite: str, measure: str, group: str = "all", value: str | None = None) -> str:
+def suite_metric(
+    suite: str, measure: str, group: str = "all", value: str | None = None, subgroup: str | None = None
+) -> str:
+    """`suite.<suite>[.<group>[.<value>][.<subgroup>]].<measure>`, e.g.
+    suite.meeting_multilingual.language.fr.hard_negative.accuracy."""
     prefix = suite_prefix(suite)
     if group == "all":
         return f"{prefix}{measure}"
     if group in SUITE_SUMMARY_GROUPS:
         return f"{prefix}{group}.{measure}"
-    return f"{prefix}{group}.{safe(value or '')}.{measure}"
+    within = f"{subgroup}." if subgroup else ""
+    return f"{prefix}{group}.{safe(value or '')}.{within}{measure}"
 
 
 def parse_suite(name: str) -> SuiteName | None:
@@ -183,4 +192,6 @@ def parse_suite(name: str) -> SuiteName | None:
         return SuiteName(suite, middle[0], None, measure)
     if len(middle) == 2 and middle[0] in ("func", "language"):
         return SuiteName(suite, middle[0], middle[1], measure)
+    if len(middle) == 3 and middle[0] == "language" and middle[2] in SUITE_SUMMARY_GROUPS:
+        return SuiteName(suite, "language", middle[1], measure, subgroup=middle[2])
     return None

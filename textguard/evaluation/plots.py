@@ -72,7 +72,8 @@ def delta_chart(names: Sequence[str], differences: Sequence[Difference], title: 
 def pr_overlay(parts: Sequence[Partition], runs: Sequence[str], title: str = "") -> Any:
     """PR curves of every run, one panel per label, on the same rows."""
     from matplotlib.figure import Figure
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    from textguard.evaluation.measures import average_precision, pr_curve_points
 
     labels = parts[0].labels
     figure = Figure(figsize=(4.2 * len(labels), 3.8), dpi=FIGURE_DPI, layout="constrained")
@@ -83,9 +84,9 @@ def pr_overlay(parts: Sequence[Partition], runs: Sequence[str], title: str = "")
             axis.text(0.5, 0.5, "no positives", ha="center", va="center")
         else:
             for part, run in zip(parts, runs, strict=True):
-                precision, recall, _ = precision_recall_curve(truth, part.probs[:, column])
-                ap = average_precision_score(truth, part.probs[:, column])
-                axis.plot(recall, precision, drawstyle="steps-post", label=f"{run} (AP {ap:.3f})")
+                recall, precision = pr_curve_points(truth, part.probs[:, column])
+                ap = float(average_precision(truth, part.probs[:, column])[0])
+                axis.plot(recall, precision, drawstyle="steps-pre", label=f"{run} (AP {ap:.3f})")
             axis.legend(loc="lower left", fontsize="small")
         axis.set(title=label, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     if title:

@@ -28,6 +28,7 @@ from textguard.evaluation.predictions import (
     perturb_partition,
     suite_partition,
 )
+from textguard.evaluation.provenance import PROVENANCE_FILE, Provenance, SuiteFile, file_sha256
 from textguard.evaluation.redaction import TextHasher, row_key
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class EvaluationRequest:
     #: "evaluation", or "candidate" / "baseline" when a regression gate compares two models.
     role: str = "evaluation"
     extra_tags: dict[str, str] = field(default_factory=dict)
+    #: A policy file to check against the model before scoring (`policy.check_against_model`).
+    policy: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,18 @@ class EvalRows:
         return {"language": self.language, "source": self.source, "dataset": self.dataset}
 
 
+@dataclass(frozen=True)
+class SuiteTables:
+    """One suite's results as tables (CSV artefacts under suites/)."""
+
+    #: One row per functionality: gold, hard_negative, n_cases, accuracy, flagged_rate.
+    functionality: list[dict[str, Any]]
+    #: One row per language: n_cases, accuracy, balanced_accuracy, hard-negative cases and accuracy.
+    languages: list[dict[str, Any]]
+    #: One row per functionality, one accuracy column per language (empty where it has no cases).
+    by_language: list[dict[str, Any]]
+
+
 @dataclass
 class EvaluationResult:
     run_id: str
@@ -90,8 +105,9 @@ class EvaluationResult:
     metrics: dict[str, float]
     predictions: pd.DataFrame
     slice_table: list[dict[str, Any]]
-    suite_tables: dict[str, list[dict[str, Any]]]
+    suite_tables: dict[str, SuiteTables]
     data_digest: str
+    provenance: Provenance
 
 
 def load_rows(data: Path, split: str) -> EvalRows:
@@ -223,7 +239,7 @@ class _Evaluator:
                 )
             )
 
-    def suite(self, suite: Suite) -> list[dict[str, Any]]:
+    def suite(self, suite: Suite) -> SuiteTables:
         from textguard.evaluation.named_metrics import metric_function
         from textguard.evaluation.predictions import partitions
         from textguard.labels import LABELS
@@ -244,6 +260,10 @@ class _Evaluator:
         for language, values in report["language"].items():
             for measure in ("accuracy", "balanced_accuracy", "n_cases"):
                 self.metrics[naming.suite_metric(name, measure, "language", language)] = values[measure]
+            hard = naming.suite_metric(name, "accuracy", "language", language, subgroup="hard_negative")
+            self.metrics[hard] = values["hard_negative_accuracy"]
+            count = naming.suite_metric(name, "n_cases", "language", language, subgroup="hard_negative")
+            self.metrics[count] = values["hard_negative_n_cases"]
         frame = build_frame(
             suite_partition(name),
             [row_key(f"{name}:{case_id}") for case_id in suite.case_ids],
@@ -264,22 +284,53 @@ class _Evaluator:
         if suite.has_label_gold:
             exact = naming.suite_metric(name, "label_exact_match")
             self.metrics[exact] = metric_function(exact).value(partitions(frame)[suite_partition(name)])
-        table = []
-        for functionality, values in report["functionality"].items():
-            members = np.asarray(suite.functionality) == functionality
-            table.append(
-                {
-                    "functionality": functionality,
-                    "hard_negative": functionality.endswith("_nh"),
-                    "gold": "hateful"
-                    if suite.hateful[members].all()
-                    else ("non-hateful" if not suite.hateful[members].any() else "mixed"),
-                    "n_cases": int(values["n_cases"]),
-                    "accuracy": values["accuracy"],
-                    "flagged_rate": float(flagged[members].mean()),
-                }
-            )
-        return table
+        return _suite_tables(suite, flagged, report)
+
+
+def _suite_tables(suite: Suite, flagged: np.ndarray, report: dict[str, Any]) -> SuiteTables:
+    functions = np.asarray(suite.functionality)
+    gold_of: dict[str, str] = {}
+    table = []
+    for functionality, values in report["functionality"].items():
+        members = functions == functionality
+        gold_of[functionality] = (
+            "hateful"
+            if suite.hateful[members].all()
+            else ("non-hateful" if not suite.hateful[members].any() else "mixed")
+        )
+        table.append(
+            {
+                "functionality": functionality,
+                "hard_negative": functionality.endswith("_nh"),
+                "gold": gold_of[functionality],
+                "n_cases": int(values["n_cases"]),
+                "accuracy": values["accuracy"],
+                "flagged_rate": float(flagged[members].mean()),
+            }
+        )
+    languages = [
+        {
+            "language": code,
+            "n_cases": int(values["n_cases"]),
+            "accuracy": values["accuracy"],
+            "balanced_accuracy": values["balanced_accuracy"],
+            "hard_negative_cases": int(values["hard_negative_n_cases"]),
+            "hard_negative_accuracy": values["hard_negative_accuracy"],
+        }
+        for code, values in report["language"].items()
+    ]
+    codes = list(report["language"])
+    by_language = [
+        {
+            "functionality": functionality,
+            "gold": gold_of[functionality],
+            "n_cases": int(report["functionality"][functionality]["n_cases"]),
+            "accuracy": report["functionality"][functionality]["accuracy"],
+            **{code: cells[code]["accuracy"] if code in cells else None for code in codes},
+        }
+        for functionality, cells in report["functionality_language"].items()
+    ]
+    return SuiteTables(table, languages, by_language)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -342,12 +393,19 @@ def _model_directory(model: str, tracking_uri: str) -> Path:
 
 
 def evaluate_model(request: EvaluationRequest, progress: Progress | None = None) -> EvaluationResult:
-    """Evaluate one model and log an evaluation run; returns what was logged."""
+    """Evaluate one model and log an evaluation run; returns what was logged.
+
+    The run records the evaluated model (tags, and its MLflow LoggedModel as a run input), what it
+    was measured on (`provenance`), the headline metrics (linked to the model and the dataset) and
+    every value and table as artefacts (see `textguard.evaluation.headline`).
+    """
     import pandas as pd
 
+    from textguard.evaluation.headline import headline
     from textguard.evaluation.suites import load_suite
     from textguard.scorer import Scorer
     from textguard.tracking.evaluation import describe_model, evaluation_run
+    from textguard.tracking.runs import dataframe_digest
 
     say = progress or (lambda message: None)
     config = request.config
@@ -356,6 +414,7 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
     directory = _model_directory(request.model, request.tracking_uri)
     scorer = Scorer.from_artifact(directory, max_batch_size=config.batch_size)
     identity = describe_model(request.model, directory, scorer.spec, request.tracking_uri)
+    policy_tags = _check_policy(request.policy, scorer.spec.thresholds, identity.describe())
     say(f"evaluating {identity.describe()} on {rows.directory.name}/{config.split}")
 
     evaluator = _Evaluator(request, scorer, rows, say)
@@ -366,14 +425,26 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
     predictions = pd.concat(evaluator.frames, ignore_index=True)
 
     dataset_name = f"{rows.directory.name}-{config.split}"
+    provenance = Provenance(
+        data_digest=dataframe_digest(rows.frame),
+        labels=tuple(scorer.spec.labels),
+        perturbations=tuple(request.perturbations),
+        seed=request.seed,
+        suites={
+            suite.name: SuiteFile(str(suite.path.resolve()), file_sha256(suite.path), suite.size)
+            for suite in suites
+        },
+    )
     tags = {
         **identity.tags(),
+        **provenance.tags(),
         "textguard.data.name": dataset_name,
         "textguard.data.path": str(rows.directory.resolve()),
         "textguard.data.split": config.split,
         "textguard.eval.role": request.role,
         "textguard.eval.text_hash_key": evaluator.hasher.key_source,
         "textguard.eval.show_text": str(request.show_text).lower(),
+        **policy_tags,
         **request.extra_tags,
     }
     params: dict[str, Any] = {
@@ -399,9 +470,13 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
     ):
         outdir = Path(workdir)
         digest = run.log_dataset(rows.frame, name=dataset_name, source=str(rows.directory.resolve()))
-        run.set_tags({"textguard.data.digest": digest})
+        if identity.model_id:
+            run.link_model(identity.model_id)
         run.log_params(params)
-        run.log_metrics(evaluator.metrics)
+        run.log_metrics(
+            headline(evaluator.metrics), model_id=identity.model_id, dataset=(dataset_name, digest)
+        )
+        _write_json(outdir / PROVENANCE_FILE, provenance.to_dict())
         _log_artifacts(run, outdir, evaluator, predictions, slice_table, suite_tables, probs, decisions)
         result = EvaluationResult(
             run_id=run.run_id,
@@ -412,8 +487,60 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
             slice_table=slice_table,
             suite_tables=suite_tables,
             data_digest=digest,
+            provenance=provenance,
         )
     return result
+
+
+def _check_policy(path: Path | None, thresholds: dict[str, float], model: str) -> dict[str, str]:
+    """Fail before scoring when the policy file would be refused with this model (as the service would
+    refuse it at hot swap); otherwise tags naming the policies allowed to be laxer than the model."""
+    if path is None:
+        return {}
+    from textguard.policy import PolicySet, check_against_model
+
+    policies = PolicySet.load(path)
+    allowed = check_against_model(policies, thresholds, model)
+    return {
+        "textguard.eval.policy_file": policies.source,
+        "textguard.eval.policies_laxer_than_model": ",".join(
+            f"{item.policy}:{item.label}" for item in allowed
+        ),
+    }
+
+
+def label_table(metrics: dict[str, float], labels: list[str]) -> list[dict[str, Any]]:
+    """Macro, micro and per-label rows of every measure of the evaluated split (tables/labels.csv)."""
+    fpr = next((key[len("macro_") :] for key in metrics if key.startswith("macro_recall_at_fpr_")), None)
+    measures_shown = ["f1", "precision", "recall", "pr_auc", "roc_auc", *([fpr] if fpr else []), "ece"]
+    rows: list[dict[str, Any]] = []
+    for scope in ("macro", "micro"):
+        rows.append({"scope": scope, **{m: metrics.get(f"{scope}_{m}") for m in measures_shown}})
+    for label in labels:
+        row: dict[str, Any] = {"scope": label, **{m: metrics.get(f"{m}_{label}") for m in measures_shown}}
+        row["support"] = metrics.get(f"support_{label}")
+        row["predicted"] = metrics.get(f"predicted_{label}")
+        rows.append(row)
+    return rows
+
+
+def robustness_table(metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per perturbation (tables/robustness.csv)."""
+    kinds = sorted({key.split(".")[1] for key in metrics if key.startswith("perturb.")})
+    columns = (
+        "macro_f1",
+        "micro_f1",
+        "macro_pr_auc",
+        "delta.macro_f1",
+        "delta.micro_f1",
+        "delta.macro_pr_auc",
+        "flip_rate",
+        "changed_fraction",
+    )
+    return [
+        {"perturbation": kind, **{column: metrics.get(f"perturb.{kind}.{column}") for column in columns}}
+        for kind in kinds
+    ]
 
 
 def _log_artifacts(
@@ -422,17 +549,23 @@ def _log_artifacts(
     evaluator: _Evaluator,
     predictions: pd.DataFrame,
     slice_table: list[dict[str, Any]],
-    suite_tables: dict[str, list[dict[str, Any]]],
+    suite_tables: dict[str, SuiteTables],
     probs: np.ndarray,
     decisions: np.ndarray,
 ) -> None:
     labels, config = evaluator.labels, evaluator.config
     predictions.to_parquet(outdir / PREDICTIONS_FILE, index=False)
     _write_json(outdir / "metrics.json", dict(sorted(evaluator.metrics.items())))
+    _write_csv(outdir / "tables" / "labels.csv", label_table(evaluator.metrics, labels))
+    robustness = robustness_table(evaluator.metrics)
+    if robustness:
+        _write_csv(outdir / "tables" / "robustness.csv", robustness)
     _write_csv(outdir / "slices.csv", slice_table)
     _write_json(outdir / "slices.json", slice_table)
-    for name, table in suite_tables.items():
-        _write_csv(outdir / "suites" / f"{name}_functionality.csv", table)
+    for name, tables in suite_tables.items():
+        _write_csv(outdir / "suites" / f"{name}_functionality.csv", tables.functionality)
+        _write_csv(outdir / "suites" / f"{name}_languages.csv", tables.languages)
+        _write_csv(outdir / "suites" / f"{name}_functionality_by_language.csv", tables.by_language)
     _write_json(
         outdir / "calibration.json",
         {

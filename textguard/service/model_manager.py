@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from textguard.errors import ModelLoadError, TextguardError
 from textguard.labels import LABELS
+from textguard.policy import PolicySet, check_against_model
 from textguard.service.errors import NotReady
 from textguard.spec import SPEC_FILENAME, ModelSpec
 
@@ -161,6 +162,7 @@ class ModelManager:
         """Install the given scorer now, or start loading in the background (readiness follows)."""
         if self._initial is not None:
             spec = self._initial.spec
+            check_against_model(PolicySet.load(self.settings.policy), spec.thresholds, spec.name)
             self._install(LoadedModel(self._initial, spec.name, "local-" + spec_fingerprint(spec), None))
             self._initial = None
             return
@@ -231,6 +233,8 @@ class ModelManager:
             raise ModelLoadError(
                 f"{uri} predicts {scorer.spec.labels}, but this service serves the taxonomy {list(LABELS)}"
             )
+        # A policy may not become laxer than the model it runs with (e.g. a strict policy after a swap).
+        check_against_model(PolicySet.load(self.settings.policy), scorer.spec.thresholds, uri)
         if self.settings.warmup:
             warm_up(scorer, self.settings.batch_max_size)
         logger.info(

@@ -8,7 +8,15 @@ answer "which model, which data" from MLflow alone:
   textguard.spec_sha256: the model evaluated, its registered version and the run that trained it;
 - textguard.data.{digest,name,path,split}: the rows evaluated (the digest is the training pipeline's
   `dataframe_digest` of the same split, so it matches the training run's dataset input);
-- textguard.eval.role (candidate | baseline) and textguard.eval.baseline_run_id / candidate_run_id.
+- textguard.eval.role (candidate | baseline) and textguard.eval.baseline_run_id / candidate_run_id;
+- textguard.eval.{labels,perturbations,perturbation_seed,suites} and textguard.suite.<name>.sha256:
+  what `compare` checks before pairing two runs (see `textguard.evaluation.provenance`);
+- mlflow.source.{name,type,git.commit} and mlflow.user: the UI's Source and User columns.
+
+The evaluated model is linked the MLflow 3 way: its LoggedModel is a run *input* (the UI's "Logged
+models" column and the model's page list the evaluation), and the headline metrics are logged with
+its model id and the evaluated dataset, so they appear on the model's page next to the training
+metrics.
 
 Runs are driven through `MlflowClient` with explicit run ids (never the fluent active run), so a
 candidate and its baseline can be logged one after the other from the same process.
@@ -24,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +68,8 @@ class ModelIdentity:
     base_model: str | None = None
     config_hash: str | None = None
     spec_sha256: str | None = None
+    #: The MLflow 3 LoggedModel (m-...) the artefact was logged as, when it was.
+    model_id: str | None = None
 
     def describe(self) -> str:
         if self.name and self.version is not None:
@@ -76,6 +86,7 @@ class ModelIdentity:
             "textguard.base_model": self.base_model,
             "textguard.config_hash": self.config_hash,
             "textguard.spec_sha256": self.spec_sha256,
+            "textguard.model.model_id": self.model_id,
         }
         return {key: value for key, value in values.items() if value}
 
@@ -112,11 +123,12 @@ def describe_model(uri: str, directory: Path, spec: ModelSpec, tracking_uri: str
     from textguard.spec import sha256_file
     from textguard.tracking.artifacts import model_origin
 
-    name = version = alias = None
+    name = version = alias = model_id = None
     run_id = spec.training_run_id
     origin = model_origin(directory)
     if origin is not None:
         name, version, run_id = origin.name, origin.version, origin.run_id or run_id
+        model_id = origin.model_id
     if match := _ALIAS_URI.match(uri):
         name, alias = match["name"], match["alias"]
     elif match := _VERSION_URI.match(uri):
@@ -129,13 +141,17 @@ def describe_model(uri: str, directory: Path, spec: ModelSpec, tracking_uri: str
             if name and alias:
                 found = client.get_model_version_by_alias(name, alias)
                 version, run_id = int(found.version), found.run_id or run_id
+                model_id = model_id or getattr(found, "model_id", None)
             elif run_id:
                 versions = client.search_model_versions(f"run_id = '{run_id}'")
                 if versions:
                     newest = max(versions, key=lambda mv: int(mv.version))
                     name, version = newest.name, int(newest.version)
+                    model_id = model_id or getattr(newest, "model_id", None)
         except MlflowException:
             pass  # an unregistered model has no version; the run id (if any) still identifies it
+    if model_id is None and run_id and _store_exists(tracking_uri):
+        model_id = _logged_model_of_run(_client(tracking_uri), run_id)
     return ModelIdentity(
         uri=uri,
         name=name,
@@ -145,7 +161,24 @@ def describe_model(uri: str, directory: Path, spec: ModelSpec, tracking_uri: str
         base_model=spec.base_model,
         config_hash=spec.config_hash,
         spec_sha256=sha256_file(directory / "textguard.json"),
+        model_id=model_id,
     )
+
+
+def _logged_model_of_run(client: MlflowClient, run_id: str) -> str | None:
+    """The LoggedModel a training run logged its artefact as (`runs:/<id>/model`), if any."""
+    from mlflow.exceptions import MlflowException
+
+    from textguard.tracking.model_logging import MODEL_NAME
+
+    try:
+        outputs = client.get_run(run_id).outputs
+        for output in getattr(outputs, "model_outputs", None) or []:
+            if client.get_logged_model(output.model_id).name == MODEL_NAME:
+                return str(output.model_id)
+    except MlflowException:
+        return None  # the training run lives in another store: the tags still name it
+    return None
 
 
 class EvaluationRun:
@@ -173,13 +206,33 @@ class EvaluationRun:
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self._client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
-    def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        """Finite numbers only: an undefined metric is absent rather than NaN in the compare view."""
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float],
+        *,
+        model_id: str | None = None,
+        dataset: tuple[str, str] | None = None,
+    ) -> None:
+        """Finite numbers only: an undefined metric is absent rather than NaN in the compare view.
+
+        With `model_id` (and the evaluated `dataset` as (name, digest)) the metrics are also the
+        LoggedModel's metrics on that dataset, shown on the model's page in the MLflow UI.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        dataset_name, dataset_digest = dataset if dataset else (None, None)
         items = [
-            Metric(sanitize_key(key), float(value), now, 0)
+            Metric(
+                sanitize_key(key),
+                float(value),
+                now,
+                0,
+                model_id=model_id,
+                dataset_name=dataset_name,
+                dataset_digest=dataset_digest,
+                run_id=self.run_id,
+            )
             for key, value in metrics.items()
             if isinstance(value, numbers.Real) and math.isfinite(float(value))
         ]
@@ -210,6 +263,12 @@ class EvaluationRun:
         self._client.log_inputs(self.run_id, datasets=[entity])
         return digest
 
+    def link_model(self, model_id: str) -> None:
+        """Record the evaluated LoggedModel as an input of this run (UI: "Logged models")."""
+        from mlflow.entities import LoggedModelInput
+
+        self._client.log_inputs(self.run_id, models=[LoggedModelInput(model_id=model_id)])
+
     def log_dir(self, directory: Path, artifact_path: str | None = None) -> None:
         self._client.log_artifacts(self.run_id, str(directory), artifact_path)
 
@@ -220,6 +279,21 @@ class EvaluationRun:
         self._client.log_dict(self.run_id, data, artifact_file)
 
 
+def source_tags(source: str) -> dict[str, str]:
+    """mlflow.source.* and mlflow.user as the fluent `mlflow.start_run` sets them, with a readable
+    source name (the command, not the path of the Python entry point)."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+
+    from textguard.tracking.registry import current_user
+
+    tags = {key: str(value) for key, value in resolve_tags().items()}
+    tags[MLFLOW_SOURCE_NAME] = source
+    tags[MLFLOW_SOURCE_TYPE] = "LOCAL"
+    tags[MLFLOW_USER] = current_user()
+    return tags
+
+
 @contextmanager
 def evaluation_run(
     *,
@@ -228,15 +302,20 @@ def evaluation_run(
     run_name: str,
     tags: Mapping[str, str],
     run_type: str = EVALUATION,
+    source: str = "textguard evaluate",
 ) -> Iterator[EvaluationRun]:
-    """A run in `experiment` that ends FINISHED, or FAILED/KILLED if the body raises."""
+    """A run in `experiment` that ends FINISHED, or FAILED/KILLED if the body raises.
+
+    `source` names what produced the run (the UI's Source column); the user and git commit are
+    resolved as `mlflow.start_run` would.
+    """
     from mlflow.exceptions import MlflowException
 
     from textguard.tracking.uris import ensure_reachable
 
     ensure_reachable(tracking_uri, f"experiment {experiment!r}", error=TextguardError)
     client = _client(tracking_uri)
-    all_tags = {**default_tags(), RUN_TYPE_TAG: run_type, **tags}
+    all_tags = {**source_tags(source), **default_tags(), RUN_TYPE_TAG: run_type, **tags}
     try:
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(experiment)
@@ -331,104 +410,6 @@ def fetch_run(
     )
 
 
-@dataclass(frozen=True)
-class RunRow:
-    """One line of `textguard runs`."""
-
-    run_id: str
-    run_name: str
-    run_type: str
-    status: str
-    start_time: int
-    model: str
-    model_uri: str
-    version: str
-    aliases: list[str]
-    base_model: str
-    data_digest: str
-    metrics: dict[str, float]
-    gate: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _dataset_digest(run: Any) -> str:
-    inputs = getattr(getattr(run, "inputs", None), "dataset_inputs", None) or []
-    by_context = {}
-    for item in inputs:
-        context = next((tag.value for tag in item.tags if tag.key == "mlflow.data.context"), "")
-        by_context[context] = item.dataset.digest
-    return by_context.get("evaluation") or by_context.get("test") or next(iter(by_context.values()), "")
-
-
-def list_runs(
-    tracking_uri: str,
-    experiment: str,
-    *,
-    sort: str | None = None,
-    limit: int = 20,
-    run_type: str | None = None,
-) -> list[RunRow]:
-    """Runs of `experiment`, newest first or by a metric (descending; runs without it last)."""
-    from mlflow.exceptions import MlflowException
-
-    from textguard.tracking.uris import check_store
-
-    check_store(tracking_uri, f"experiment {experiment!r}", error=TextguardError)
-    client = _client(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = [item.name for item in client.search_experiments()]
-        raise TextguardError(
-            f"experiment {experiment!r} not found at {tracking_uri}; experiments there: {names}"
-        )
-    filter_string = f"tags.`{RUN_TYPE_TAG}` = '{run_type}'" if run_type else ""
-    order = (
-        [f"metrics.`{sort}` DESC", "attributes.start_time DESC"] if sort else ["attributes.start_time DESC"]
-    )
-    try:
-        runs = client.search_runs([found.experiment_id], filter_string, max_results=limit, order_by=order)
-    except MlflowException as exc:
-        raise TextguardError(f"cannot search runs of {experiment!r}: {exc.message}") from None
-    aliases_cache: dict[tuple[str, str], list[str]] = {}
-    rows = []
-    for run in runs:
-        tags = run.data.tags
-        name, version = tags.get("textguard.model.name", ""), tags.get("textguard.model.version", "")
-        if not version:
-            try:
-                versions = list(client.search_model_versions(f"run_id = '{run.info.run_id}'"))
-            except MlflowException:
-                versions = []
-            if versions:
-                newest = max(versions, key=lambda mv: int(mv.version))
-                name, version = newest.name, str(newest.version)
-        if name and version and (name, version) not in aliases_cache:
-            try:
-                aliases_cache[(name, version)] = sorted(client.get_model_version(name, version).aliases)
-            except MlflowException:
-                aliases_cache[(name, version)] = []
-        rows.append(
-            RunRow(
-                run_id=run.info.run_id,
-                run_name=run.info.run_name or "",
-                run_type=tags.get(RUN_TYPE_TAG, "training" if tags.get("textguard.base_model") else ""),
-                status=run.info.status,
-                start_time=int(run.info.start_time or 0),
-                model=name,
-                model_uri=tags.get("textguard.model.uri", ""),
-                version=version,
-                aliases=aliases_cache.get((name, version), []),
-                base_model=tags.get("textguard.base_model", ""),
-                data_digest=tags.get("textguard.data.digest") or _dataset_digest(run),
-                metrics=dict(run.data.metrics),
-                gate=tags.get("textguard.gate.status", ""),
-            )
-        )
-    return rows
-
-
 def log_comparison(
     *,
     tracking_uri: str,
@@ -447,7 +428,12 @@ def log_comparison(
     except MlflowException as exc:
         raise ModelLoadError(f"experiment {experiment_id} not found: {exc.message}") from None
     with evaluation_run(
-        tracking_uri=tracking_uri, experiment=experiment, run_name=run_name, tags=tags, run_type=COMPARISON
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        run_name=run_name,
+        tags=tags,
+        run_type=COMPARISON,
+        source="textguard compare",
     ) as run:
         run.log_dir(output_dir, "comparison")
         run.log_dict(json.loads(json.dumps(summary, default=str)), "comparison/summary.json")

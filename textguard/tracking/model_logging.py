@@ -22,6 +22,9 @@ Why this layout:
 
 Requirements are written explicitly: MLflow's inference would execute the model in a subprocess at
 log time (slow, and it imports torch a second time).
+
+The registered version's description is the artefact's model card (MODEL_CARD.md), so the registry
+page shows intended use, calibration, metrics and limitations next to the version.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ ARTIFACT_KEY = "textguard"
 #: Where the artefact directory sits inside the logged model.
 ARTIFACT_SUBDIR = f"artifacts/{ARTIFACT_KEY}"
 MODEL_TYPE = "textguard-classifier"
+#: Written by training beside the weights (textguard.training.report.MODEL_CARD_FILE).
+MODEL_CARD_FILE = "MODEL_CARD.md"
+#: Width of MLflow's model-version description column (VARCHAR(5000) in SQL stores).
+MAX_DESCRIPTION_CHARS = 5000
 _REQUIREMENTS = (
     "textguard",
     "mlflow",
@@ -55,6 +62,26 @@ _REQUIREMENTS = (
     "pydantic",
     "onnxruntime",
 )
+
+
+def model_card_description(artifact_dir: Path) -> str | None:
+    """The artefact's model card as a registry description (None without a card).
+
+    MLflow stores descriptions in a 5,000-character column; a longer card is cut at a line boundary
+    with a pointer to the full file, which travels inside the registered model's artefacts.
+    """
+    path = artifact_dir / MODEL_CARD_FILE
+    if not path.is_file():
+        return None
+    card = path.read_text(encoding="utf-8").strip()
+    if len(card) <= MAX_DESCRIPTION_CHARS:
+        return card
+    note = (
+        f"\n\n_(cut to fit the registry; the full card is {ARTIFACT_SUBDIR}/{MODEL_CARD_FILE} "
+        "in this version's artefacts)_"
+    )
+    head = card[: MAX_DESCRIPTION_CHARS - len(note)]
+    return head[: head.rfind("\n")].rstrip() + note
 
 
 def pyfunc_code_path() -> Path:
@@ -154,6 +181,11 @@ def log_artifact_model(
             f"cannot register {info.model_uri} as {registered_model_name!r}: {exc.message}"
         ) from None
     result = RegisteredVersion(registered_model_name, int(registered.version), run_id)
+    card = model_card_description(artifact_dir)
+    if card:
+        # The registry page of the version is where reviewers look: the model card belongs there.
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.update_model_version(registered_model_name, str(result.version), description=card)
     if alias:
         from textguard.tracking.registry import promote
 

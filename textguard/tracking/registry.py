@@ -138,16 +138,30 @@ def list_versions(name: str, *, tracking_uri: str | None = None) -> list[Version
     )
 
 
-def _version_for_run(client: MlflowClient, name: str, run_id: str, uri: str) -> int:
+def _version_for_run(client: MlflowClient, name: str, run_id: str, uri: str) -> tuple[int, str]:
+    """(version, why) for a run: the version an evaluation run evaluated, else the newest version of
+    `name` the run registered."""
     from mlflow.exceptions import MlflowException
 
+    from textguard.tracking.run_index import run_type
+
     try:
+        tags = client.get_run(run_id).data.tags
+        if run_type(tags) == "evaluation":
+            evaluated, version = tags.get("textguard.model.name"), tags.get("textguard.model.version")
+            if evaluated != name or not version:
+                evaluated_uri = tags.get("textguard.model.uri", "an unknown model")
+                raise ModelLoadError(
+                    f"evaluation run {run_id} evaluated {evaluated_uri}, not a registered version of "
+                    f"{name!r}: promote with --version"
+                )
+            return int(version), f"evaluated by run {run_id}"
         versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     except MlflowException as exc:
         raise ModelLoadError(f"cannot search versions of {name!r} at {uri}: {exc.message}") from None
     if not versions:
         raise ModelLoadError(f"run {run_id} has no registered version of {name!r} at {uri}")
-    return max(int(mv.version) for mv in versions)
+    return max(int(mv.version) for mv in versions), f"registered by run {run_id}"
 
 
 def promote_alias(
@@ -160,7 +174,8 @@ def promote_alias(
     user: str | None = None,
     tracking_uri: str | None = None,
 ) -> Promotion:
-    """Point `name@alias` at a version (given, or the newest one registered from `run_id`)."""
+    """Point `name@alias` at a version: given, or the one `run_id` names (full id or unique prefix):
+    the version an evaluation run evaluated, or the newest one a training run registered."""
     from mlflow.exceptions import MlflowException
 
     _check_name("model name", name)
@@ -172,16 +187,23 @@ def promote_alias(
     if not reason.strip():
         raise ConfigError("a promotion needs a reason (it is recorded in the registry)")
     client, uri = _client(tracking_uri, f"models:/{name}@{alias}")
-    if version is None:
-        assert run_id is not None
-        version = _version_for_run(client, name, run_id, uri)
+    from_run: tuple[int, str] | None = None
+    if run_id is not None:
+        from textguard.tracking.run_index import resolve_run_id
+
+        run_id = resolve_run_id(run_id, uri)  # a unique prefix is enough
+        from_run = _version_for_run(client, name, run_id, uri)
+        if version is None:
+            version = from_run[0]
+    assert version is not None  # given, or taken from the run
     try:
         target = client.get_model_version(name, str(version))
     except MlflowException as exc:
         raise ModelLoadError(f"model version {name}/{version} not found at {uri}: {exc.message}") from None
-    if run_id is not None and target.run_id != run_id:
+    if from_run is not None and from_run[0] != int(version):
         raise ConfigError(
-            f"version {version} of {name!r} was registered by run {target.run_id}, not {run_id}"
+            f"version {version} of {name!r} was registered by run {target.run_id}, but run {run_id} "
+            f"points at version {from_run[0]} ({from_run[1]})"
         )
 
     previous = alias_version(name, alias, tracking_uri=uri)

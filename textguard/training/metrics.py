@@ -19,37 +19,24 @@ from textguard.spec import ModelSpec
 def classification_metrics(
     y_true: np.ndarray, probs: np.ndarray, thresholds: Sequence[float], labels: Sequence[str]
 ) -> dict[str, float]:
-    """macro/micro F1, per-label F1, precision, recall and PR-AUC (average precision).
+    """The evaluation metric set at the given thresholds, under the names `textguard evaluate` uses.
 
-    The definitions are `textguard.evaluation.measures`, the ones `textguard evaluate` reports:
-    undefined values are NaN (recall of a label without positives, precision of a label never
-    predicted, PR-AUC without positives) and macro averages skip them, so a slice is not punished
-    for not containing a label.
+    precision / recall / F1 per label with macro and micro averages, support_/predicted_<label>,
+    n_rows, PR-AUC and ROC-AUC (all from `textguard.evaluation.measures`, the one implementation:
+    undefined values are NaN and macro averages skip them), plus `support` (rows) and `positives`
+    (rows with any label) for the slice tables and the model card.
     """
     from textguard.evaluation import measures
 
     y_true = np.asarray(y_true).astype(bool)
     probs = np.asarray(probs, dtype=np.float64)
     predicted = probs >= np.asarray(thresholds)[None, :]
-    counts = measures.confusion_counts(y_true, predicted)
-    f1, precision, recall = (
-        measures.f1(counts)[0],
-        measures.precision(counts)[0],
-        measures.recall(counts)[0],
-    )
-    pr_auc = np.array([measures.average_precision(y_true[:, k], probs[:, k])[0] for k in range(len(labels))])
-    metrics: dict[str, float] = {
-        "macro_f1": float(measures.nanmean(f1)),
-        "micro_f1": float(measures.f1(counts.summed())[0, 0]),
-        "macro_pr_auc": float(measures.nanmean(pr_auc)),
-        "support": float(len(y_true)),
-        "positives": float(y_true.any(axis=1).sum()),
+    metrics = {
+        **measures.decision_metrics(y_true, predicted, labels),
+        **measures.ranking_metrics(y_true, probs, labels),
     }
-    for column, label in enumerate(labels):
-        metrics[f"f1_{label}"] = float(f1[column])
-        metrics[f"precision_{label}"] = float(precision[column])
-        metrics[f"recall_{label}"] = float(recall[column])
-        metrics[f"pr_auc_{label}"] = float(pr_auc[column])
+    metrics["support"] = float(len(y_true))
+    metrics["positives"] = float(y_true.any(axis=1).sum())
     return metrics
 
 

@@ -77,6 +77,7 @@ def write_figures(split: EvaluatedSplit, probs: np.ndarray, spec: ModelSpec, dir
 def reliability_figure(validation: EvaluatedSplit, calibration: Calibration, directory: Path) -> Path:
     from textguard.postprocess import sigmoid
 
+    # The figure's bins are the ECE's bins: the points drawn are the terms the labelled ECE sums.
     figure = plots.reliability_diagram(
         validation.y_true,
         {
@@ -85,7 +86,8 @@ def reliability_figure(validation: EvaluatedSplit, calibration: Calibration, dir
                 validation.logits / calibration.temperature
             ),
         },
-        title="validation reliability",
+        n_bins=calibration.ece_bins,
+        title=f"validation reliability (ECE over {calibration.ece_bins} bins)",
     )
     return plots.save_figure(figure, directory / "reliability_validation.png")
 

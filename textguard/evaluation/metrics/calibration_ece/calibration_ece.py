@@ -1,8 +1,9 @@
 """Expected calibration error of multi-label probabilities, per label, macro and micro (all cells pooled).
 
-An `evaluate` metric module shipped with textguard; load it by path. Equal-width bins (15 by default,
-the same rule as `textguard.calibration.expected_calibration_error`, so `micro_ece` equals the ECE the
-training run logs): ECE = sum over bins of (share of rows in the bin) x |mean probability - frequency|.
+An `evaluate` metric module shipped with textguard; load it by path. The arithmetic is
+`textguard.evaluation.measures.calibration_metrics` (the one ECE and binning rule, also used by training's
+calibration report, so `micro_ece` equals the ECE the training run logs): equal-width bins, 15 by default,
+ECE = sum over bins of (share of rows in the bin) x |mean probability - frequency|.
 """
 
 from __future__ import annotations
@@ -41,16 +42,4 @@ class CalibrationEce(evaluate.Metric):
     ) -> dict[str, float]:
         probs = np.asarray([np.asarray(row) for row in predictions], dtype=np.float64)
         gold = np.asarray([np.asarray(row) for row in references], dtype=np.float64)
-        names = list(label_names) if label_names else [f"label_{i}" for i in range(gold.shape[1])]
-        values = np.array(
-            [
-                measures.expected_calibration_error(gold[:, j], probs[:, j], n_bins=n_bins)[0]
-                for j in range(len(names))
-            ]
-        )
-        out = {f"ece_{name}": float(value) for name, value in zip(names, values, strict=True)}
-        out["macro_ece"] = float(measures.nanmean(values))
-        out["micro_ece"] = float(
-            measures.expected_calibration_error(gold.ravel(), probs.ravel(), n_bins=n_bins)[0]
-        )
-        return out
+        return measures.calibration_metrics(gold, probs, n_bins, label_names)

@@ -38,26 +38,4 @@ class MultilabelClassification(evaluate.Metric):
     ) -> dict[str, float]:
         pred = np.asarray([np.asarray(row) for row in predictions], dtype=bool)
         gold = np.asarray([np.asarray(row) for row in references], dtype=bool)
-        names = list(label_names) if label_names else [f"label_{i}" for i in range(gold.shape[1])]
-        counts = measures.confusion_counts(gold, pred)
-        per_label = {
-            "precision": measures.precision(counts)[0],
-            "recall": measures.recall(counts)[0],
-            "f1": measures.f1(counts)[0],
-        }
-        pooled = counts.summed()
-        pooled_values = {
-            "precision": measures.precision(pooled)[0, 0],
-            "recall": measures.recall(pooled)[0, 0],
-            "f1": measures.f1(pooled)[0, 0],
-        }
-        out: dict[str, float] = {"n_rows": float(gold.shape[0])}
-        for measure, values in per_label.items():
-            for name, value in zip(names, values, strict=True):
-                out[f"{measure}_{name}"] = float(value)
-            out[f"macro_{measure}"] = float(measures.nanmean(values))
-            out[f"micro_{measure}"] = float(pooled_values[measure])
-        for column, name in enumerate(names):
-            out[f"support_{name}"] = float(gold[:, column].sum())
-            out[f"predicted_{name}"] = float(pred[:, column].sum())
-        return out
+        return measures.decision_metrics(gold, pred, label_names)

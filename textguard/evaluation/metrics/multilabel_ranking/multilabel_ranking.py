@@ -37,12 +37,4 @@ class MultilabelRanking(evaluate.Metric):
     ) -> dict[str, float]:
         scores = np.asarray([np.asarray(row) for row in predictions], dtype=np.float64)
         gold = np.asarray([np.asarray(row) for row in references], dtype=bool)
-        names = list(label_names) if label_names else [f"label_{i}" for i in range(gold.shape[1])]
-        out: dict[str, float] = {}
-        for measure, function in (("pr_auc", measures.average_precision), ("roc_auc", measures.roc_auc)):
-            values = np.array([function(gold[:, j], scores[:, j])[0] for j in range(len(names))])
-            for name, value in zip(names, values, strict=True):
-                out[f"{measure}_{name}"] = float(value)
-            out[f"macro_{measure}"] = float(measures.nanmean(values))
-            out[f"micro_{measure}"] = float(function(gold.T.ravel(), scores.T.ravel())[0])
-        return out
+        return measures.ranking_metrics(gold, scores, label_names)

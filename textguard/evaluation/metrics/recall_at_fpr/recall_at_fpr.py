@@ -14,7 +14,6 @@ import numpy as np
 
 from textguard.evaluation import measures
 from textguard.evaluation.metric_info import multilabel_metric_info
-from textguard.evaluation.naming import fpr_measure
 
 _DESCRIPTION = "Per-label, macro and micro recall at a fixed false-positive rate."
 _KWARGS_DESCRIPTION = """
@@ -24,7 +23,7 @@ Args:
     max_fpr: the false-positive rate budget (default 0.01).
     label_names: names of the label columns (default label_0, label_1, ...).
 Returns:
-    recall_at_fpr_<p>pct_<label>, macro_recall_at_fpr_<p>pct, micro_recall_at_fpr_<p>pct, and max_fpr.
+    recall_at_fpr_<p>pct_<label>, macro_recall_at_fpr_<p>pct, micro_recall_at_fpr_<p>pct.
 """
 
 
@@ -40,16 +39,6 @@ class RecallAtFpr(evaluate.Metric):
         max_fpr: float = 0.01,
         label_names: list[str] | None = None,
     ) -> dict[str, float]:
-        if not 0.0 <= max_fpr <= 1.0:
-            raise ValueError(f"max_fpr must be within [0, 1], got {max_fpr}")
         scores = np.asarray([np.asarray(row) for row in predictions], dtype=np.float64)
         gold = np.asarray([np.asarray(row) for row in references], dtype=bool)
-        names = list(label_names) if label_names else [f"label_{i}" for i in range(gold.shape[1])]
-        measure = fpr_measure(max_fpr)
-        values = np.array(
-            [measures.recall_at_fpr(gold[:, j], scores[:, j], max_fpr)[0] for j in range(len(names))]
-        )
-        out = {f"{measure}_{name}": float(value) for name, value in zip(names, values, strict=True)}
-        out[f"macro_{measure}"] = float(measures.nanmean(values))
-        out[f"micro_{measure}"] = float(measures.recall_at_fpr(gold.T.ravel(), scores.T.ravel(), max_fpr)[0])
-        return out
+        return measures.recall_at_fpr_metrics(gold, scores, max_fpr, label_names)
