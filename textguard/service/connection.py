@@ -277,7 +277,11 @@ class _Admission:
 
 async def _send_error(send: Any, status: int, kind: str, message: str, retry_after: int | None) -> None:
     body = json.dumps(error_body(kind, message)).encode("utf-8")
-    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"connection", b"close"),
+    ]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode("ascii")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
