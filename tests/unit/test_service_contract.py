@@ -208,22 +208,21 @@ _UTF8_BODY = json.dumps(_messages("café"), ensure_ascii=False)
 
 
 @pytest.mark.parametrize(
-    ("content", "content_type", "status", "kind", "named"),
+    ("content", "content_type", "named"),
     [
-        (_UTF8_BODY.encode("utf-16"), "application/json", 400, "bad_request", "UTF-16"),  # with a BOM
-        (_UTF8_BODY.encode("utf-16-le"), "application/json", 400, "bad_request", "UTF-16-LE"),
-        (_UTF8_BODY.encode("utf-16-be"), "application/json", 400, "bad_request", "UTF-16-BE"),
-        (_UTF8_BODY.encode("utf-32"), "application/json", 400, "bad_request", "UTF-32"),
-        (_UTF8_BODY.encode("latin-1"), "application/json", 400, "bad_request", "not valid UTF-8"),
-        (_UTF8_BODY.encode(), "application/json; charset=utf-16", 415, "unsupported_media_type", "utf-16"),
+        (_UTF8_BODY.encode("utf-16"), "application/json", "UTF-16"),  # with a byte-order mark
+        (_UTF8_BODY.encode("utf-16-le"), "application/json", "UTF-16-LE"),
+        (_UTF8_BODY.encode("utf-16-be"), "application/json; charset=utf-16", "UTF-16-BE"),
+        (_UTF8_BODY.encode("utf-32"), "application/json", "UTF-32"),
+        (_UTF8_BODY.encode("latin-1"), "application/json; charset=latin-1", "not valid UTF-8"),
     ],
 )
 def test_a_body_that_is_not_utf8_is_refused_naming_its_encoding(
-    client: TestClient, content: bytes, content_type: str, status: int, kind: str, named: str
+    client: TestClient, content: bytes, content_type: str, named: str
 ) -> None:
     for path in ("/v1/score", "/v1/moderations"):
         response = client.post(path, content=content, headers={"content-type": content_type})
-        error = _assert_error(response, status, kind, None)
+        error = _assert_error(response, 400, "bad_request", None)
         assert named in error["message"] and "UTF-8" in error["message"]
 
 

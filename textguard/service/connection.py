@@ -48,10 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("textguard.service.connection")
 
 PROTOCOL_PATH = "textguard.service.connection:GuardedHttpToolsProtocol"
-#: Bytes a caption frame may take on the wire: max_text_chars characters of text, each at most 12 bytes
-#: JSON-escaped (a surrogate pair as two \uXXXX), plus room for ids and the other fields.
-WS_BYTES_PER_CHAR = 12
-WS_FRAME_OVERHEAD = 16_384
 
 Phase = Literal["idle", "headers", "body", "upgraded"]
 
@@ -307,5 +303,4 @@ def uvicorn_options(settings: ServiceSettings, *, in_process: bool = True) -> di
         "timeout_graceful_shutdown": settings.drain_timeout_seconds,
         # The connection cap is GuardedHttpToolsProtocol's (uvicorn's answers in plain text).
         "limit_concurrency": None,
-        "ws_max_size": WS_BYTES_PER_CHAR * settings.max_text_chars + WS_FRAME_OVERHEAD,
     }

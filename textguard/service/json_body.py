@@ -3,13 +3,13 @@
 Starlette's `Request.json()` is `json.loads(bytes)`, which silently accepts UTF-16 and UTF-32 (it sniffs
 the encoding) and keeps the LAST of duplicate keys: `{"text": "have a nice day", "text": "<threat>"}`
 would be scored as the threat while a proxy, a log or a WAF that keeps the first value saw the other
-text. Both are refused here with a 400 naming the problem; a declared charset other than UTF-8 is a 415.
+text. Both are refused here with a 400 naming the problem. (Surrogates encoded as UTF-8 bytes are let
+through, as Starlette does, so the schema's lone-surrogate check names the field they are in.)
 """
 
 from __future__ import annotations
 
 import codecs
-import email.message
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-from textguard.service.errors import BadRequest, BodyNotAccepted, ServiceError
+from textguard.service.errors import BadRequest, BodyNotAccepted
 
 #: A key longer than this is cut in the error message (keys are the client's bytes, not ours).
 _MAX_KEY_IN_MESSAGE = 64
@@ -41,16 +41,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def parse_json_body(body: bytes, content_type: str | None) -> Any:
-    """The body as JSON, or BodyNotAccepted (400/415); JSONDecodeError for syntax errors (FastAPI's 400)."""
-    charset = _declared_charset(content_type)
-    if charset is not None and charset.replace("_", "-") not in ("utf-8", "utf8"):
-        raise BodyNotAccepted(
-            ServiceError(
-                f"the body is declared as charset={charset[:32]}; send UTF-8 encoded JSON",
-                kind="unsupported_media_type",
-            )
-        )
+def parse_json_body(body: bytes) -> Any:
+    """The body as JSON, or BodyNotAccepted (400); JSONDecodeError for syntax errors (FastAPI's 400)."""
     if body.startswith(codecs.BOM_UTF8):
         body = body[len(codecs.BOM_UTF8) :]  # a UTF-8 byte-order mark is still UTF-8 (RFC 8259 8.1)
     sniffed = json.detect_encoding(body)
@@ -59,7 +51,7 @@ def parse_json_body(body: bytes, content_type: str | None) -> Any:
             BadRequest(f"the body is {sniffed.upper()}, not UTF-8: send UTF-8 encoded JSON")
         )
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError as exc:
         raise BodyNotAccepted(
             BadRequest(f"the body is not valid UTF-8 (byte {exc.start}): send UTF-8 encoded JSON")
@@ -73,19 +65,10 @@ def parse_json_body(body: bytes, content_type: str | None) -> Any:
         ) from None
 
 
-def _declared_charset(content_type: str | None) -> str | None:
-    if not content_type:
-        return None
-    message = email.message.Message()
-    message["content-type"] = content_type
-    charset = message.get_param("charset")
-    return charset.strip().lower() if isinstance(charset, str) else None
-
-
 class StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = parse_json_body(await self.body(), self.headers.get("content-type"))
+            self._json = parse_json_body(await self.body())
         return self._json
 
 
