@@ -218,7 +218,9 @@ def keys_new(
             rate_limit_per_minute=rate_limit_per_minute,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A generated id fails only because the tenant does: name the tenant.
+        first = next((e for e in errors if key_id is not None or e["loc"][:1] != ("id",)), errors[0])
         field = ".".join(str(part) for part in first["loc"][:1])
         raise ConfigError(f"keys new: {field}: {first['msg']}") from None
     if file is not None:

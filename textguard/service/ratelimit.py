@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -33,8 +34,10 @@ from starlette.requests import HTTPConnection
 
 from textguard.service.errors import RateLimited
 from textguard.service.keys import KeyRegistry
-from textguard.service.security import Principal
-from textguard.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from textguard.service.security import Principal
+    from textguard.service.settings import ServiceSettings
 
 logger = logging.getLogger("textguard.service.ratelimit")
 
@@ -97,7 +100,12 @@ class RateLimits:
         return applied
 
     async def spend(self, principal: Principal, cost: int) -> None:
-        """Take `cost` messages from every limit of this caller; RateLimited (429) when one is spent."""
+        """Take `cost` messages from every limit of this caller; RateLimited (429) when one is spent.
+
+        The key's limit is taken before the tenant's: a request the tenant's limit refuses has still
+        spent its key's share (the `limits` storages have no multi-key transaction), which only makes
+        a refused caller wait a little longer.
+        """
         cost = max(1, cost)
         for item, identifiers, who in self.limits_for(principal):
             if cost > item.amount:

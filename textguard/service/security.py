@@ -35,6 +35,7 @@ from textguard.service.errors import (
 )
 from textguard.service.keys import DEFAULT_TENANT, SCOPES, ApiKeyEntry, KeyRegistry
 from textguard.service.keys import Scope as KeyScope
+from textguard.service.ratelimit import spend
 
 API_KEY_PREFIX = "tg_"
 
@@ -148,8 +149,6 @@ def require(scope: KeyScope | None, *, cost: int = 1) -> Callable[[HTTPConnectio
     """
 
     async def dependency(connection: HTTPConnection) -> Principal:
-        from textguard.service.ratelimit import spend
-
         principal = await authenticate(connection)
         _check_scope(principal, scope)
         if cost:
