@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -72,16 +73,30 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 def artifact_files(directory: Path) -> list[Path]:
-    """Every file of an artefact that the spec's checksums cover (the spec itself excluded)."""
-    return sorted(
-        path
-        for path in directory.rglob("*")
-        if path.is_file() and path.name != SPEC_FILENAME and not path.name.startswith(".")
-    )
+    """Every file of an artefact that the spec's checksums cover (the spec itself excluded).
+
+    Hidden names (export's temporary files) are skipped, directories included: nothing the loader reads
+    is hidden. Symlinked directories are not followed; a symlink to a file is listed like a file.
+    """
+    found = []
+    for root, directories, files in os.walk(directory, followlinks=False):
+        directories[:] = sorted(name for name in directories if not name.startswith("."))
+        base = Path(root)
+        for name in files:
+            if name.startswith(".") or (base == directory and name == SPEC_FILENAME):
+                continue
+            found.append(base / name)
+        # A symlink to a directory is a name os.walk does not descend into: report it as an entry.
+        found.extend(base / name for name in directories if (base / name).is_symlink())
+    return sorted(found)
 
 
 def compute_checksums(directory: Path) -> dict[str, str]:
-    return {path.relative_to(directory).as_posix(): sha256_file(path) for path in artifact_files(directory)}
+    return {
+        path.relative_to(directory).as_posix(): sha256_file(path)
+        for path in artifact_files(directory)
+        if path.is_file()
+    }
 
 
 def save_spec(spec: ModelSpec, directory: Path) -> Path:
@@ -108,25 +123,68 @@ def load_spec(directory: Path) -> ModelSpec:
 
 
 def verify_artifact(directory: Path, spec: ModelSpec) -> None:
-    """Refuse pickle weights and any file whose checksum differs from the spec (tampered or truncated)."""
-    unsafe = [p.name for p in artifact_files(directory) if p.suffix in UNSAFE_WEIGHT_SUFFIXES]
+    """Refuse an artefact unless its spec is a closed manifest that every file on disk matches.
+
+    - every file in the directory (hidden names and the spec aside) is listed in `spec.files`: a file
+      the loader might read (weights, a tokenizer, a config) never goes unchecked because its entry
+      was deleted;
+    - the manifest lists at least one weights file, and no pickle-based weights exist at all;
+    - every entry is a plain relative path that resolves (symlinks followed) to a regular file inside
+      the directory and has the recorded sha256. Entries that are absolute, contain `..`, escape
+      through a symlink or name nothing get ONE wording, so the error never tells whether some file
+      outside the artefact exists.
+    """
+    on_disk = artifact_files(directory)
+    unsafe = [p.name for p in on_disk if p.suffix in UNSAFE_WEIGHT_SUFFIXES]
     if unsafe:
         raise ModelLoadError(
             f"{directory}: refusing pickle-based weight files {unsafe}; only safetensors and ONNX are loaded"
         )
     problems = []
+    root = directory.resolve()
     for relative, expected in sorted(spec.files.items()):
-        path = directory / relative
-        if not path.is_file():
-            problems.append(f"{relative} is missing")
+        path = _manifest_file(root, relative)
+        if path is None:
+            problems.append(f"{relative} {NOT_IN_ARTIFACT}")
         elif sha256_file(path) != expected:
             problems.append(f"{relative} does not match its recorded sha256 (tampered or truncated)")
         elif path.suffix == ".safetensors" and not _is_safetensors(path):
             # A checksum proves the file is the one recorded, not that it is what its name says: a pickle
             # renamed .safetensors would otherwise fail deep in transformers with a SafetensorError.
             problems.append(f"{relative} is not in safetensors format")
+    listed = set(spec.files)
+    for path in on_disk:
+        relative = path.relative_to(directory).as_posix()
+        if relative not in listed:
+            problems.append(f"{relative} is not listed in {SPEC_FILENAME} (no recorded sha256)")
+    if not any(PurePosixPath(entry).suffix in SAFE_WEIGHT_SUFFIXES for entry in listed):
+        problems.append(f"{SPEC_FILENAME} lists no weights file (model.safetensors or model.onnx)")
     if problems:
         raise ModelLoadError(f"{directory}: model integrity check failed: " + "; ".join(problems))
+
+
+#: The one wording for a manifest entry that is not a regular file inside the artefact directory.
+NOT_IN_ARTIFACT = "is not a file inside the artefact directory"
+
+
+def _manifest_file(root: Path, entry: str) -> Path | None:
+    """The regular file `entry` names inside the (resolved) artefact directory `root`, else None.
+
+    Only canonical relative POSIX paths qualify (`a/b.json`, not `./a`, `a//b`, `/etc/x` or `../x`),
+    checked before the filesystem is touched; the resolved path must stay inside `root`.
+    """
+    if not entry or any(ord(char) < 0x20 for char in entry) or "\\" in entry:
+        return None
+    pure = PurePosixPath(entry)
+    if pure.is_absolute() or pure.as_posix() != entry or ".." in pure.parts or entry == SPEC_FILENAME:
+        return None
+    try:
+        resolved = (root / pure).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    if not resolved.is_relative_to(root) or not resolved.is_file():
+        return None
+    return resolved
 
 
 def _is_safetensors(path: Path) -> bool:

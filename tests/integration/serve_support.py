@@ -13,6 +13,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from textguard.service.connection import uvicorn_options
+
 START_TIMEOUT_S = 60.0
 
 
@@ -24,8 +26,14 @@ def free_port() -> int:
 
 @contextmanager
 def live_server(app: FastAPI, *, wait_ready: bool = True) -> Iterator[str]:
-    """Serve `app` and yield its base URL; the server stops (and its lifespan shuts down) on exit."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False)
+    """Serve `app` and yield its base URL; the server stops (and its lifespan shuts down) on exit.
+
+    uvicorn runs with the options `textguard serve` uses (connection limits, proxy headers off).
+    """
+    options = uvicorn_options(app.state.settings)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False, **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

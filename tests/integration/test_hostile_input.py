@@ -7,9 +7,8 @@ oversized caption WebSocket frames. Each must get a 4xx JSON error naming the fi
 within REQUEST_BUDGET_S, without a 5xx or an error log line, while the server's RSS (sampled with
 psutil every 20 ms) stays within PEAK_BUDGET_MB of where the test started.
 
-What this does not cover: HTTP framing the app never sees (uvicorn's parser answers those in plain
-text), and header size (uvicorn's httptools parser accepts headers of any size: limit them at the
-proxy or run uvicorn with h11).
+Header size and count, slow headers and bodies, and the connection cap are covered by
+tests/integration/test_connection_limits.py (textguard.service.connection).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@
   saved as model.safetensors or model.onnx) or code run from the artefact (config auto_map);
 - during a hot swap, a new version whose weights are tampered is refused with a log line naming the
   file while the old model keeps serving with no failed request; once repaired it is swapped in;
+- the spec is a closed manifest: a file it does not list (weights whose entry was deleted, an added file)
+  is refused at load and at hot swap, and entries outside the artefact (absolute, `..`, a symlink out)
+  are refused with one wording whether or not such a file exists;
 - a model whose output is not a probability (NaN) never yields a decision: 500, not "allow";
 - (expected to fail until textguard/backends.py stops memory-mapping the weights) rewriting the
   weights file in place must not change the model a running server answers with.
@@ -13,11 +16,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import pickle
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -111,7 +116,7 @@ TAMPERINGS: dict[str, tuple[str, Callable[[Path], None], str]] = {
         "does not match its recorded sha256 (tampered or truncated)",
     ),
     "edited tokenizer": ("tokenizer.json", _flip_one_byte, "does not match its recorded sha256"),
-    "missing weights": (WEIGHTS, Path.unlink, "is missing"),
+    "missing weights": (WEIGHTS, Path.unlink, "is not a file inside the artefact directory"),
 }
 
 
@@ -271,6 +276,118 @@ def test_a_tampered_new_version_is_refused_while_the_old_one_keeps_serving(
     assert set(versions[:first_new]) == {before["version"]} and set(versions[first_new:]) == {
         after["version"]
     }
+
+
+# -- the manifest is closed and confined to the artefact --------------------------------------------
+
+
+def _drop_entry(artifact: Path, name: str) -> None:
+    spec = load_spec(artifact)
+    save_spec(spec.model_copy(update={"files": {k: v for k, v in spec.files.items() if k != name}}), artifact)
+
+
+def _add_unlisted_file(artifact: Path, name: str = "added_tokens.json") -> None:
+    (artifact / name).write_text("{}", encoding="utf-8")
+
+
+def _list_entry(artifact: Path, entry: str, digest: str) -> None:
+    spec = load_spec(artifact)
+    save_spec(spec.model_copy(update={"files": {**spec.files, entry: digest}}), artifact)
+
+
+def _load_error(artifact: Path) -> str:
+    with pytest.raises(ModelLoadError) as caught:
+        Scorer.from_artifact(artifact)
+    return str(caught.value)
+
+
+def test_weights_whose_entry_was_deleted_are_refused(tiny_artifact_copy: Path) -> None:
+    _drop_entry(tiny_artifact_copy, WEIGHTS)
+    message = _load_error(tiny_artifact_copy)
+    assert f"{WEIGHTS} is not listed in textguard.json (no recorded sha256)" in message
+    assert "textguard.json lists no weights file" in message
+
+
+def test_a_file_the_spec_does_not_list_is_refused(tiny_artifact_copy: Path) -> None:
+    _add_unlisted_file(tiny_artifact_copy, "special_tokens_map.json")
+    (tiny_artifact_copy / "sub").mkdir()
+    _add_unlisted_file(tiny_artifact_copy / "sub", "model.safetensors")
+    message = _load_error(tiny_artifact_copy)
+    assert (
+        "special_tokens_map.json is not listed" in message
+        and "sub/model.safetensors is not listed" in message
+    )
+
+
+def test_entries_outside_the_artifact_get_one_wording_whether_or_not_the_file_exists(
+    tiny_artifact_copy: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not part of the model\n", encoding="utf-8")
+    digest = hashlib.sha256(outside.read_bytes()).hexdigest()
+    (tiny_artifact_copy / "escape.json").symlink_to(outside)
+    (tiny_artifact_copy / "dangling.json").symlink_to(tmp_path / "no-such-file.txt")
+    depth = "../" * len(tiny_artifact_copy.parts)
+    entries = {
+        "existing, by ..": os.path.relpath(outside, tiny_artifact_copy),
+        "missing, by ..": os.path.relpath(tmp_path / "no-such-file.txt", tiny_artifact_copy),
+        "existing, absolute": str(outside),
+        "missing, absolute": str(tmp_path / "no-such-file.txt"),
+        "existing, via the root": depth + "etc/hostname",
+        "existing, by symlink": "escape.json",
+        "missing, by symlink": "dangling.json",
+        "missing, inside": "no-such-file.json",
+    }
+    wordings = {}
+    for case, entry in entries.items():
+        artifact = tmp_path / f"artifact-{len(wordings)}"
+        shutil.copytree(tiny_artifact_copy, artifact, symlinks=True)
+        _list_entry(artifact, entry, digest)
+        message = _load_error(artifact)
+        assert str(outside) not in message.replace(entry, "")  # nothing but the entry itself is echoed
+        wordings[case] = message.split(": model integrity check failed: ")[1].replace(entry, "<entry>")
+    assert {wording.split("; ")[0] for wording in wordings.values()} == {
+        "<entry> is not a file inside the artefact directory"
+    }, wordings
+
+
+def test_a_symlink_inside_the_artifact_to_a_listed_file_is_fine(tiny_artifact_copy: Path) -> None:
+    (tiny_artifact_copy / "tokenizer.json").rename(tiny_artifact_copy / "tokenizer.real.json")
+    (tiny_artifact_copy / "tokenizer.json").symlink_to("tokenizer.real.json")
+    refresh_checksums(tiny_artifact_copy)
+    assert Scorer.from_artifact(tiny_artifact_copy).predict_proba(["hello"]).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("case", "tamper", "reason"),
+    [
+        (
+            "deleted weights entry",
+            lambda a: _drop_entry(a, WEIGHTS),
+            f"{WEIGHTS} is not listed in textguard.json",
+        ),
+        ("unlisted file", _add_unlisted_file, "added_tokens.json is not listed in textguard.json"),
+        (
+            "entry outside",
+            lambda a: _list_entry(a, "../../etc/hostname", "0" * 64),
+            "../../etc/hostname is not a file inside the artefact directory",
+        ),
+    ],
+)
+def test_a_new_version_with_an_open_manifest_is_refused_at_hot_swap(
+    served_copy: tuple[Path, str], case: str, tamper: Callable[[Path], None], reason: str
+) -> None:
+    artifact, base_url = served_copy
+    before = httpx.get(f"{base_url}/v1/model", timeout=10).json()
+    with Records("textguard.service.model") as logs:
+        tamper(artifact)
+        # A new version (its spec changed) that the manager tries to load.
+        save_spec(load_spec(artifact).model_copy(update={"temperature": 2.5}), artifact)
+        wait_for(lambda: bool(logs.matching("model refresh failed; still serving the old one")))
+    after = httpx.get(f"{base_url}/v1/model", timeout=10).json()
+    assert (after["version"], after["temperature"]) == (before["version"], before["temperature"])
+    assert reason in logs.matching("model refresh failed; still serving the old one")[0]["reason"]
+    assert httpx.post(f"{base_url}/v1/score", json=BODY, timeout=10).status_code == 200
 
 
 # -- what is served stays what was verified --------------------------------------------------------------

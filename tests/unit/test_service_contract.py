@@ -29,7 +29,7 @@ from textguard.service.errors import Overloaded
 from textguard.service.logging import JsonFormatter
 from textguard.service.model_manager import LoadedModel
 from textguard.service.openai_moderation import CATEGORY_SOURCES
-from textguard.service.security import TokenBucketLimiter, api_key_digest
+from textguard.service.security import api_key_digest
 from textguard.service.settings import SECRET_FIELDS, ServiceSettings
 
 # A marker that must never show up in logs: stands in for a message's text.
@@ -207,6 +207,55 @@ def test_malformed_requests_name_the_problem(
     _assert_error(response, status, kind, field)
 
 
+_UTF8_BODY = json.dumps(_messages("café"), ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "named"),
+    [
+        (_UTF8_BODY.encode("utf-16"), "application/json", "UTF-16"),  # with a byte-order mark
+        (_UTF8_BODY.encode("utf-16-le"), "application/json", "UTF-16-LE"),
+        (_UTF8_BODY.encode("utf-16-be"), "application/json; charset=utf-16", "UTF-16-BE"),
+        (_UTF8_BODY.encode("utf-32"), "application/json", "UTF-32"),
+        (_UTF8_BODY.encode("latin-1"), "application/json; charset=latin-1", "not valid UTF-8"),
+    ],
+)
+def test_a_body_that_is_not_utf8_is_refused_naming_its_encoding(
+    client: TestClient, content: bytes, content_type: str, named: str
+) -> None:
+    for path in ("/v1/score", "/v1/moderations"):
+        response = client.post(path, content=content, headers={"content-type": content_type})
+        error = _assert_error(response, 400, "bad_request", None)
+        assert named in error["message"] and "UTF-8" in error["message"]
+
+
+def test_utf8_with_a_byte_order_mark_or_a_utf8_charset_is_accepted(client: TestClient) -> None:
+    body = _UTF8_BODY.encode("utf-8-sig")
+    for content_type in ("application/json", "application/json; charset=UTF-8"):
+        assert (
+            client.post("/v1/score", content=body, headers={"content-type": content_type}).status_code == 200
+        )
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        (b'{"messages": [{"id": "a", "text": "have a nice day", "text": "<threat>"}]}', "text"),
+        (b'{"messages": [{"id": "a", "text": "x"}], "messages": [{"id": "b", "text": "y"}]}', "messages"),
+        (b'{"messages": [{"id": "a", "text": "x"}], "policy": "lenient", "policy": "strict"}', "policy"),
+    ],
+)
+def test_duplicate_json_keys_are_refused_naming_the_key(client: TestClient, content: bytes, key: str) -> None:
+    response = client.post("/v1/score", content=content, headers={"content-type": "application/json"})
+    error = _assert_error(response, 400, "bad_request", None)
+    assert f'duplicate key "{key}"' in error["message"]
+    moderation = b'{"input": "have a nice day", "input": "<threat>"}'
+    response = client.post(
+        "/v1/moderations", content=moderation, headers={"content-type": "application/json"}
+    )
+    assert 'duplicate key "input"' in _assert_error(response, 400, "bad_request", None)["message"]
+
+
 def test_limits_name_the_offending_field(serve: Callable[..., Any]) -> None:
     with serve(max_messages=3, max_text_chars=20) as client:
         error = _assert_error(
@@ -371,6 +420,24 @@ def test_readiness_follows_the_model_load(
         assert client.post("/v1/score", json=_messages("hi")).status_code == 200
 
 
+def test_readiness_fails_while_the_audit_store_is_locked(serve: Callable[..., Any], tmp_path: Path) -> None:
+    with serve() as client:
+        assert client.get("/readyz").status_code == 200
+        holder = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            time.sleep(1.1)  # past the reuse period of the last probe's answer
+            error = _assert_error(client.get("/readyz"), 503, "audit_unavailable", None)
+            assert "locked" in error["message"]
+            assert client.get("/readyz").headers["retry-after"] == "5"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        time.sleep(1.1)
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/v1/score", json=_messages("hi")).status_code == 200
+
+
 # -- security ------------------------------------------------------------------------------------------
 
 
@@ -417,16 +484,8 @@ def test_rate_limit_answers_429_with_retry_after(serve: Callable[..., Any]) -> N
         assert statuses == [200, 200, 429]
         response = client.post("/v1/score", json=_messages("x"))
         _assert_error(response, 429, "rate_limited", None)
-        assert 1 <= int(response.headers["retry-after"]) <= 30
-
-
-def test_token_bucket_refills_continuously() -> None:
-    limiter = TokenBucketLimiter(per_minute=60, max_clients=2)
-    assert [limiter.acquire("a", now=0.0) for _ in range(60)] == [None] * 60
-    assert limiter.acquire("a", now=0.0) == pytest.approx(1.0)
-    assert limiter.acquire("a", now=1.0) is None  # one token per second
-    assert limiter.acquire("b", now=1.0) is None and limiter.acquire("c", now=1.0) is None
-    assert len(limiter._buckets) == 2  # the least recently seen client was forgotten
+        # A moving window of one minute: the next message fits once the first one is a minute old.
+        assert 50 <= int(response.headers["retry-after"]) <= 60
 
 
 # -- the micro-batcher -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""CLI commands: `serve` (the HTTP service) and `api-key` (make a key and the digest the server stores).
+"""CLI commands: `serve` (the HTTP service), `keys new` (mint a tenant's API key) and `api-key` (a bare
+key and its digest, the format before tenants).
 
 Every `ServiceSettings` field is a flag here and a TEXTGUARD_* environment variable; a flag given on
 the command line wins over the environment. Secrets are taken only from files (`--api-keys-file`,
@@ -26,18 +27,35 @@ Example:
 
 API_KEY_HELP = """Make a new random API key and print it with the sha256 digest the server stores.
 
-Give the key to the client; append the digest line to the file named by TEXTGUARD_API_KEYS_FILE.
+Give the key to the client; append the digest line to the file named by TEXTGUARD_API_KEYS_FILE. Such a
+key belongs to the tenant `default` with every scope; `textguard keys new` makes tenant keys.
 
 Example:
 
     textguard api-key            # prints "key tg_..." and "digest 3f2a..."
 """
 
+KEYS_NEW_HELP = """Mint an API key for a tenant with scopes; the key is printed once, only its digest is kept.
+
+Scopes: score (POST /v1/score, /v1/moderations, caption streams), report (the transparency report),
+review, admin (everything, every tenant's report, full /readyz reasons). With --file the entry is
+appended to that key file (created if missing); point TEXTGUARD_API_KEYS_FILE at it and restart or
+roll the servers.
+
+Example:
+
+    textguard keys new --tenant acme --scope score --file keys.yaml
+"""
+
+keys_app = typer.Typer(help="API keys: tenants and scopes (docs/serving.md).", no_args_is_help=True)
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.command("serve", help=SERVE_HELP)(serve)
     app.command("api-key", help=API_KEY_HELP)(api_key)
+    keys_app.command("new", help=KEYS_NEW_HELP)(keys_new)
+    app.add_typer(keys_app, name="keys")
 
 
 def serve(
@@ -66,10 +84,28 @@ def serve(
     api_keys_file: Path | None = typer.Option(
         None, help="file of accepted API-key sha256 digests, one per line"
     ),
-    rate_limit_per_minute: int | None = typer.Option(None, help="requests/minute per key or IP; 0=off [0]"),
+    rate_limit_per_minute: int | None = typer.Option(
+        None, help="messages/minute per API key (per client IP without keys); 0=off [0]"
+    ),
+    tenant_rate_limit_per_minute: int | None = typer.Option(
+        None, help="messages/minute per tenant, all its keys together; 0=off [0]"
+    ),
+    rate_limit_redis_url: str | None = typer.Option(
+        None, help="redis://host:port/db shared by all replicas [unset: per process]"
+    ),
+    trusted_proxies: str | None = typer.Option(
+        None, help="comma-separated CIDRs whose X-Forwarded-For is believed [none]"
+    ),
     max_body_bytes: int | None = typer.Option(None, help="largest request body [1000000]"),
     max_messages: int | None = typer.Option(None, help="messages per request [128]"),
     max_text_chars: int | None = typer.Option(None, help="characters per message [4096]"),
+    max_header_bytes: int | None = typer.Option(None, help="request line + headers, bytes [16384]"),
+    max_headers: int | None = typer.Option(None, help="header fields per request [100]"),
+    header_timeout_seconds: float | None = typer.Option(None, help="time to send all headers [10]"),
+    body_timeout_seconds: float | None = typer.Option(None, help="time to send the body after them [30]"),
+    keep_alive_seconds: int | None = typer.Option(None, help="idle keep-alive connections close after [5]"),
+    max_connections: int | None = typer.Option(None, help="open connections before answering 503 [1000]"),
+    drain_timeout_seconds: int | None = typer.Option(None, help="SIGTERM: time for requests to finish [20]"),
     max_queue: int | None = typer.Option(None, help="queued texts before answering 503 [1024]"),
     batch_max_size: int | None = typer.Option(None, help="texts per forward pass [8]"),
     inference_threads: int | None = typer.Option(None, help="ONNX intra-op threads; 0=one per core [0]"),
@@ -115,6 +151,7 @@ def run(settings: Any) -> None:
     import uvicorn
 
     from textguard.artifact import REMOTE_SCHEMES
+    from textguard.service.connection import uvicorn_options
     from textguard.service.logging import configure_logging, logging_config
 
     if not settings.model.startswith(REMOTE_SCHEMES):
@@ -137,17 +174,69 @@ def run(settings: Any) -> None:
         "port": settings.port,
         "log_config": logging_config(settings.log_level),
         "access_log": False,
-        "timeout_graceful_shutdown": 30,
     }
     if settings.workers == 1:
         from textguard.service.app import create_app
 
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings), **common, **uvicorn_options(settings))
         return
     # Worker processes rebuild the settings from the environment: hand them the resolved values,
     # including one generated audit key, so every worker hashes alike.
     os.environ.update(settings.to_env())
-    uvicorn.run("textguard.service.asgi:app_from_env", factory=True, workers=settings.workers, **common)
+    uvicorn.run(
+        "textguard.service.asgi:app_from_env",
+        factory=True,
+        workers=settings.workers,
+        **common,
+        **uvicorn_options(settings, in_process=False),
+    )
+
+
+def keys_new(
+    tenant: str = typer.Option(..., help="tenant the key belongs to (lowercase letters, digits, . _ -)"),
+    scope: list[str] = typer.Option(..., "--scope", help="score, report, review or admin (repeatable)"),
+    key_id: str | None = typer.Option(None, "--id", help="public key id [<tenant>-<random>]"),
+    rate_limit_per_minute: int | None = typer.Option(
+        None, help="this key's own messages/minute [the server's rate_limit_per_minute]"
+    ),
+    file: Path | None = typer.Option(None, help="key file to append the entry to (created if missing)"),
+) -> None:
+    import secrets
+
+    from pydantic import ValidationError
+
+    from textguard.service.keys import ApiKeyEntry, KeyFileError, append_key, key_file_entry
+    from textguard.service.security import api_key_digest, new_api_key
+
+    key = new_api_key()
+    try:
+        entry = ApiKeyEntry(
+            id=key_id or f"{tenant}-{secrets.token_hex(4)}",
+            sha256=api_key_digest(key),
+            tenant=tenant,
+            scopes=tuple(dict.fromkeys(scope)),  # type: ignore[arg-type]
+            rate_limit_per_minute=rate_limit_per_minute,
+        )
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A generated id fails only because the tenant does: name the tenant.
+        first = next((e for e in errors if key_id is not None or e["loc"][:1] != ("id",)), errors[0])
+        field = ".".join(str(part) for part in first["loc"][:1])
+        raise ConfigError(f"keys new: {field}: {first['msg']}") from None
+    if file is not None:
+        try:
+            append_key(file, entry)
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot write {file}: {exc.strerror}") from None
+    typer.echo(f"key     {key}")
+    typer.echo(f"id      {entry.id}")
+    if file is not None:
+        typer.echo(f"added to {file} (the key itself is not stored anywhere: give it to the client now)")
+    else:
+        typer.echo("entry   (append under `keys:` in the key file)")
+        typer.echo(key_file_entry(entry), nl=False)
 
 
 def api_key() -> None:

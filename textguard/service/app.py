@@ -7,9 +7,13 @@ Lifespan (start-up, then shutdown):
 2. the audit store opens (textguard.service.audit), the language identifier loads;
 3. on shutdown: stop polling the registry, finish the queued work, close the audit store.
 
-`app.state` holds what routes need: settings, model_manager, batcher, policies, audit, scoring, metrics,
-auth and rate_limiter. Every /v1 route (ours and the caption/transparency routers) is behind the API
-key check and the rate limit.
+`app.state` holds what routes need: settings, model_manager, batcher, policies, audit, audit_probe,
+scoring, metrics, auth and rate_limits. Every /v1 route (ours and the caption/transparency routers) is
+behind the API key check, a scope and the rate limit (textguard.service.security).
+
+X-Forwarded-For is believed only from `trusted_proxies` (uvicorn's ProxyHeadersMiddleware, inside the
+app so the server's own, which trusts 127.0.0.1 by default, can stay off: see
+textguard.service.connection).
 """
 
 from __future__ import annotations
@@ -22,16 +26,20 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from textguard import __version__
 from textguard.policy import PolicySet
 from textguard.service.batcher import MicroBatcher
 from textguard.service.errors import install_error_handlers
+from textguard.service.keys import Scope
 from textguard.service.language import LanguageDetector
 from textguard.service.metrics import ObservabilityMiddleware, ServiceMetrics
 from textguard.service.model_manager import ModelManager
+from textguard.service.ratelimit import RateLimits
+from textguard.service.readiness import AuditProbe
 from textguard.service.scoring import ScoringService
-from textguard.service.security import ApiKeyAuth, BodyLimitMiddleware, TokenBucketLimiter, authorize
+from textguard.service.security import ApiKeyAuth, BodyLimitMiddleware, WebSocketAdmission, require
 from textguard.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -39,8 +47,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("textguard.service")
 
-#: Routers owned by other modules, included when present: (module, attribute).
-OPTIONAL_ROUTERS = (("textguard.service.captions", "router"), ("textguard.service.transparency", "router"))
+#: Routers owned by other modules, included when present: (module, attribute, scope their routes need).
+#: (The caption WebSocket is a plain Starlette route: WebSocketAdmission checks it.)
+OPTIONAL_ROUTERS: tuple[tuple[str, str, Scope], ...] = (
+    ("textguard.service.captions", "router", "score"),
+    ("textguard.service.transparency", "router", "report"),
+)
 
 
 def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastAPI:
@@ -69,22 +81,26 @@ def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastA
     app.state.settings = settings
     app.state.policies = policies
     app.state.metrics = metrics
-    app.state.auth = ApiKeyAuth(settings.api_key_digests)
-    app.state.rate_limiter = TokenBucketLimiter(settings.rate_limit_per_minute)
+    app.state.auth = ApiKeyAuth(settings.api_keys)
+    app.state.rate_limits = RateLimits.from_settings(settings)
     install_error_handlers(app)
-    # Added last = outermost: every response, refusals included, is counted and logged.
+    # Added last = outermost: every response, refusals included, is counted and logged (with the client
+    # address X-Forwarded-For gives when a trusted proxy sent it).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(WebSocketAdmission)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
 
     from textguard.service import routes_moderations, routes_ops, routes_score
 
     app.include_router(routes_ops.router)
     app.include_router(routes_score.router)
     app.include_router(routes_moderations.router)
-    for module_name, attribute in OPTIONAL_ROUTERS:
+    for module_name, attribute, scope in OPTIONAL_ROUTERS:
         router = _optional_attribute(module_name, attribute)
         if router is not None:
-            app.include_router(router, dependencies=[Depends(authorize)])
+            app.include_router(router, dependencies=[Depends(require(scope))])
     _document_runtime_limits(app, settings, policies)
     return app
 
@@ -125,7 +141,7 @@ async def _start(
             "no audit hash key configured (TEXTGUARD_AUDIT_HASH_KEY[_FILE]): using a random per-process key; "
             "audit hashes will not match across restarts or replicas"
         )
-    if not settings.api_key_digests and settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if not settings.api_keys.keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("API keys are disabled on a non-loopback address: set TEXTGUARD_API_KEYS_FILE")
     manager = ModelManager(settings, scorer=scorer, metrics=metrics)
     batcher = MicroBatcher(
@@ -142,6 +158,8 @@ async def _start(
     await manager.start()
     audit = await asyncio.to_thread(_open_audit, settings)
     app.state.audit = audit
+    if audit is not None and hasattr(audit, "health"):
+        app.state.audit_probe = AuditProbe(audit)
     app.state.scoring = ScoringService(settings, batcher, policies, audit, metrics, languages)
     await asyncio.to_thread(languages.load)
     logger.info("service starting", extra={"fields": {"settings": settings.redacted()}})

@@ -1,6 +1,7 @@
 """ASGI entry for process managers: settings come from TEXTGUARD_* environment variables.
 
-    uvicorn --factory textguard.service.asgi:app_from_env --host 0.0.0.0 --port 8000
+    uvicorn --factory textguard.service.asgi:app_from_env --host 0.0.0.0 --port 8000 \
+        --http textguard.service.connection:GuardedHttpToolsProtocol --no-proxy-headers
 
 `textguard serve --workers N` uses this entry (each worker process builds its own app and model).
 """

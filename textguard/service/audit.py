@@ -298,6 +298,38 @@ class AuditStore:
             return False
         return True
 
+    def health(self, timeout_s: float = 1.0) -> str | None:
+        """None when a write could start now, else why not: the cheap probe behind /readyz (writes nothing).
+
+        SQLite: take this process's write lock, then the database's (BEGIN IMMEDIATE; ROLLBACK), waiting
+        at most `timeout_s` for each, so a database locked by another process shows here instead of as
+        requests failing after the 30 s busy timeout. PostgreSQL: a round trip, refused when read-only.
+        """
+        try:
+            if self.dialect != "sqlite":
+                with self.engine.connect() as connection:
+                    if connection.exec_driver_sql("SHOW transaction_read_only").scalar() == "on":
+                        return "the audit database is read-only"
+                return None
+            lock = self._write_lock
+            assert isinstance(lock, type(threading.Lock()))
+            if not lock.acquire(timeout=timeout_s):
+                return f"the audit store is busy: a write has held it for over {timeout_s:g} s"
+            try:
+                with self.engine.connect() as connection:
+                    previous = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+                    connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+                    try:
+                        connection.exec_driver_sql("BEGIN IMMEDIATE")
+                        connection.exec_driver_sql("ROLLBACK")
+                    finally:
+                        connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(previous or 0)}")
+            finally:
+                lock.release()
+        except SQLAlchemyError as exc:
+            return f"the audit store is unavailable: {_first_line(exc)}"
+        return None
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -1,4 +1,4 @@
-"""`Annotated` dependency aliases for route signatures: `service: Scoring`, `client: Client`."""
+"""`Annotated` dependency aliases for route signatures: `service: Scoring`, `caller: ScoreCaller`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from textguard.service.model_manager import ModelManager
 from textguard.service.scoring import ScoringService
-from textguard.service.security import Client
+from textguard.service.security import Caller, ReportCaller, ScoreCaller
 
 
 # async: FastAPI runs a plain `def` dependency in its thread pool, one thread hop per request for an
@@ -26,4 +26,4 @@ async def _models(request: Request) -> ModelManager:
 Scoring = Annotated[ScoringService, Depends(_scoring)]
 Models = Annotated[ModelManager, Depends(_models)]
 
-__all__ = ["Client", "Models", "Scoring"]
+__all__ = ["Caller", "Models", "ReportCaller", "ScoreCaller", "Scoring"]

@@ -27,12 +27,15 @@ logger = logging.getLogger("textguard.service")
 STATUS: dict[str, int] = {
     "bad_request": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "validation_error": 422,
     "rate_limited": 429,
+    "headers_too_large": 431,
     "internal_error": 500,
     "not_ready": 503,
     "overloaded": 503,
@@ -88,6 +91,12 @@ class Unauthorized(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="textguard"'}
+
+
+class Forbidden(ServiceError):
+    """An authenticated key without the scope this endpoint needs."""
+
+    default_kind = "forbidden"
 
 
 class RateLimited(ServiceError):
@@ -156,7 +165,18 @@ def from_validation_error(exc: RequestValidationError) -> ServiceError:
     return InvalidInput("; ".join(problems) + more, field=field_path(first.get("loc", ())) or "body")
 
 
+class BodyNotAccepted(StarletteHTTPException):
+    """A body refused while it is decoded (not UTF-8, duplicate keys). An HTTPException because FastAPI
+    re-raises only those from body parsing; anything else becomes a generic 400 without our message."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(status_code=error.status, detail=error.message)
+        self.error = error
+
+
 def from_http_exception(exc: StarletteHTTPException) -> ServiceError:
+    if isinstance(exc, BodyNotAccepted):
+        return exc.error
     kind = _HTTP_STATUS_KIND.get(
         exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error"
     )

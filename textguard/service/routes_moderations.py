@@ -6,9 +6,11 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from textguard.service.deps import Client, Models, Scoring
+from textguard.service.deps import Models, ScoreCaller, Scoring
 from textguard.service.errors import InvalidInput
+from textguard.service.json_body import StrictJSONRoute
 from textguard.service.openai_moderation import check_model_name, map_to_openai
+from textguard.service.ratelimit import spend
 from textguard.service.schemas import (
     SCORING_ERRORS,
     ModerationRequest,
@@ -18,18 +20,19 @@ from textguard.service.schemas import (
 )
 from textguard.service.scoring import Item
 
-router = APIRouter(tags=["openai-compatible"])
+router = APIRouter(tags=["openai-compatible"], route_class=StrictJSONRoute)
 
 
 @router.post("/v1/moderations", response_model=ModerationResponse, responses=SCORING_ERRORS)
 async def moderations(
-    body: ModerationRequest, request: Request, service: Scoring, models: Models, client: Client
+    body: ModerationRequest, request: Request, service: Scoring, models: Models, caller: ScoreCaller
 ) -> ModerationResponse:
     """Classify text input(s); `flagged` follows the policy's review thresholds (see docs/moderations.md)."""
     check_model_name(body.model, models.current.name)
     if isinstance(body.input, list):
         # Before the per-item checks: a 1 MB body holds ~300k empty strings.
         service.check_count(len(body.input), "input")
+    await spend(request, caller, len(body.input) if isinstance(body.input, list) else 1)
     try:
         texts = moderation_texts(body)
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """Operations endpoints: liveness, readiness, Prometheus metrics and the model/policy description.
 
 /healthz and /readyz are unauthenticated (Kubernetes probes), as is /metrics (scraped inside the
-cluster; it carries counts only, never text). /v1/model is behind the API key like the rest of /v1.
+cluster; it carries counts only, never text). /readyz gives filesystem paths in its reasons only to a
+key with the admin scope. /v1/model is behind the API key like the rest of /v1.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from textguard.labels import TAXONOMY_VERSION
-from textguard.service.deps import Client, Models
-from textguard.service.errors import NotReady, ServiceError, error_response
+from textguard.service.deps import Caller, Models
+from textguard.service.errors import AuditUnavailable, NotReady, ServiceError, error_response
+from textguard.service.readiness import redact_paths
 from textguard.service.schemas import ModelDescription, error_responses
+from textguard.service.security import optional_principal
 
 router = APIRouter(tags=["operations"])
 
@@ -31,11 +34,22 @@ async def healthz(request: Request) -> JSONResponse:
 
 @router.get("/readyz", responses=error_responses(503))
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the model is loaded and warmed up, and the process is not shutting down."""
+    """Readiness: the model is loaded and warmed up, the inference thread runs, the audit store can write."""
     manager = request.app.state.model_manager
+    error: ServiceError | None = None
     if not manager.ready or not request.app.state.batcher.alive:
-        return error_response(NotReady(manager.error or "the model is still loading", retry_after=2))
-    return JSONResponse({"status": "ready", "model": manager.info})
+        error = NotReady(manager.error or "the model is still loading", retry_after=2)
+    else:
+        probe = getattr(request.app.state, "audit_probe", None)
+        problem = await probe.problem() if probe is not None else None
+        if problem is not None:
+            error = AuditUnavailable(problem, retry_after=5)
+    if error is None:
+        return JSONResponse({"status": "ready", "model": manager.info})
+    caller = optional_principal(request)
+    if caller is None or not caller.allows("admin"):
+        error.message = redact_paths(error.message)
+    return error_response(error)
 
 
 @router.get(
@@ -48,8 +62,8 @@ async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/model", response_model=ModelDescription, responses=error_responses(401, 429, 503))
-async def model(request: Request, models: Models, client: Client) -> Any:
+@router.get("/v1/model", response_model=ModelDescription, responses=error_responses(401, 403, 429, 503))
+async def model(request: Request, models: Models, caller: Caller) -> Any:
     """The model being served (name, version, alias, labels, thresholds, temperature) and the policies."""
     current = models.current
     spec = current.scorer.spec

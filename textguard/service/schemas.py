@@ -208,6 +208,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "malformed JSON or invalid UTF-8",
         401: "missing or invalid API key",
+        403: "the API key lacks the scope this endpoint needs",
         413: "request body too large",
         415: "the body was not sent as application/json",
         422: "a field is invalid (the error names it)",
@@ -218,4 +219,4 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 #: What every authenticated scoring route can answer besides 200.
-SCORING_ERRORS = error_responses(400, 401, 413, 415, 422, 429, 503)
+SCORING_ERRORS = error_responses(400, 401, 403, 413, 415, 422, 429, 503)

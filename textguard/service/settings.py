@@ -7,25 +7,34 @@ never in `repr`) and can come from files, which is how Kubernetes Secrets are us
   message text and identifiers with. When neither is set a random key is generated for this process
   and a warning is logged: hashes then cannot be joined across restarts or replicas, so production
   deployments must set one (`textguard serve --workers N` shares one generated key between its workers).
-- `TEXTGUARD_API_KEY_HASHES` (comma-separated) and/or `TEXTGUARD_API_KEYS_FILE` (one per line, `#`
-  comments): sha256 hex digests of the accepted API keys (`textguard api-key` makes a key and its
-  digest). The server never sees or stores a plaintext key. No digests = authentication disabled.
+- `TEXTGUARD_API_KEYS_FILE`: the key file, tenants and scopes with each key's sha256 digest
+  (`textguard keys new` mints a key and appends its entry; format in textguard/service/keys.py), or
+  the older one digest per line. `TEXTGUARD_API_KEY_HASHES` (comma-separated digests) still works;
+  those keys belong to the tenant `default` with every scope. The server never sees or stores a
+  plaintext key. No keys = authentication disabled.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from textguard.policy import DEFAULT_POLICY_PATH
+from textguard.service.keys import (
+    KeyFileError,
+    KeyRegistry,
+    build_registry,
+    parse_legacy_digests,
+    read_key_file,
+)
 
 ENV_PREFIX = "TEXTGUARD_"
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 #: Fields that hold secrets: the CLI takes them only as files, so they never show in `ps`.
 SECRET_FIELDS = ("audit_hash_key", "api_key_hashes")
 
@@ -63,11 +72,44 @@ class ServiceSettings(BaseSettings):
     api_key_hashes: SecretStr | None = None
     api_keys_file: Path | None = None
     rate_limit_per_minute: int = Field(
-        default=0, ge=0, description="requests per minute per API key or IP; 0=off"
+        default=0,
+        ge=0,
+        description="messages per minute per API key (per client IP without keys); a request costs its "
+        "message count, at least 1; 0=off",
+    )
+    tenant_rate_limit_per_minute: int = Field(
+        default=0, ge=0, description="messages per minute per tenant, all its keys together; 0=off"
+    )
+    rate_limit_redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db shared by every replica; unset = limits per process (in memory)",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs of proxies whose X-Forwarded-For is believed (comma-separated); none by default",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_messages: int = Field(default=128, ge=1, description="messages (or moderation inputs) per request")
     max_text_chars: int = Field(default=4096, ge=1)
+
+    # -- connections (textguard.service.connection) ----------------------------------------------
+    max_header_bytes: int = Field(default=16_384, ge=1024, description="request line + headers, bytes")
+    max_headers: int = Field(default=100, ge=8, description="header fields per request")
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="from connection (or first byte of a request) to its last header"
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="from the last header to the body's end"
+    )
+    keep_alive_seconds: int = Field(
+        default=5, ge=1, description="idle keep-alive connections are closed after"
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="open connections (or requests in progress) before answering 503"
+    )
+    drain_timeout_seconds: int = Field(
+        default=20, ge=1, description="on SIGTERM: how long requests in progress may still finish"
+    )
 
     # -- batching and model refresh ----------------------------------------------------------------
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for inference before shedding load")
@@ -84,7 +126,25 @@ class ServiceSettings(BaseSettings):
     caption_meeting_ttl_seconds: float = Field(default=600.0, gt=0)
 
     _audit_key_generated: bool = PrivateAttr(default=False)
-    _api_key_digests: frozenset[str] = PrivateAttr(default=frozenset())
+    _api_keys: KeyRegistry = PrivateAttr(default_factory=KeyRegistry)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item for item in re.split(r"[,\s]+", value) if item]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for item in value:
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8)") from None
+        return networks
 
     @model_validator(mode="after")
     def _load_secrets(self) -> ServiceSettings:
@@ -98,31 +158,26 @@ class ServiceSettings(BaseSettings):
         if self.audit_hash_key is None:
             self.audit_hash_key = SecretStr(secrets.token_hex(32))
             self._audit_key_generated = True
-        self._api_key_digests = frozenset(self._collect_api_key_digests())
+        try:
+            self._api_keys = self._load_api_keys()
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
-    def _collect_api_key_digests(self) -> list[str]:
-        entries: list[tuple[str, str]] = []
+    def _load_api_keys(self) -> KeyRegistry:
+        entries = []
+        tenants = {}
         if self.api_key_hashes is not None:
-            for index, item in enumerate(re.split(r"[,\s]+", self.api_key_hashes.get_secret_value())):
-                if item:
-                    entries.append((item, f"api_key_hashes item {index + 1}"))
+            items = [item for item in re.split(r"[,\s]+", self.api_key_hashes.get_secret_value()) if item]
+            entries += parse_legacy_digests(
+                (item, f"api_key_hashes item {n}") for n, item in enumerate(items, 1)
+            )
         if self.api_keys_file is not None:
             text = _read_secret_file(self.api_keys_file, "api_keys_file")
-            for number, line in enumerate(text.splitlines(), start=1):
-                item = line.split("#", 1)[0].strip()
-                if item:
-                    entries.append((item, f"{self.api_keys_file} line {number}"))
-        digests = []
-        for item, where in entries:
-            digest = item.lower()
-            if not _SHA256_HEX.match(digest):
-                # The value itself is not echoed: it may be a plaintext key pasted by mistake.
-                raise ValueError(
-                    f"{where} is not a sha256 hex digest (store `textguard api-key` digests, not keys)"
-                )
-            digests.append(digest)
-        return digests
+            document = read_key_file(self.api_keys_file, text)
+            entries += document.keys
+            tenants = document.tenants
+        return build_registry(entries, tenants)
 
     @property
     def audit_hash_key_generated(self) -> bool:
@@ -130,9 +185,14 @@ class ServiceSettings(BaseSettings):
         return self._audit_key_generated
 
     @property
+    def api_keys(self) -> KeyRegistry:
+        """The accepted API keys (tenant, scopes, digest) and tenant settings; no keys = auth disabled."""
+        return self._api_keys
+
+    @property
     def api_key_digests(self) -> frozenset[str]:
         """sha256 hex digests of the accepted API keys; empty = authentication disabled."""
-        return self._api_key_digests
+        return self._api_keys.digests
 
     def to_env(self) -> dict[str, str]:
         """The settings as TEXTGUARD_* variables (secrets included), to hand to worker processes."""
@@ -145,6 +205,8 @@ class ServiceSettings(BaseSettings):
                 text = value.get_secret_value()
             elif isinstance(value, bool):
                 text = "true" if value else "false"
+            elif isinstance(value, list):
+                text = ",".join(str(item) for item in value)
             else:
                 text = str(value)
             env[f"{ENV_PREFIX}{name.upper()}"] = text
@@ -156,9 +218,15 @@ class ServiceSettings(BaseSettings):
         for name in SECRET_FIELDS:
             if data.get(name) is not None:
                 data[name] = "**********"
-        data["audit_url"] = re.sub(r"//([^/@:]*)(:[^/@]*)?@", r"//\1:***@", self.audit_url)
+        data["audit_url"] = _without_password(self.audit_url)
+        if self.rate_limit_redis_url is not None:
+            data["rate_limit_redis_url"] = _without_password(self.rate_limit_redis_url)
         data["api_keys"] = len(self.api_key_digests)
         return data
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"//([^/@:]*)(:[^/@]*)?@", r"//\1:***@", url)
 
 
 def _read_secret_file(path: Path, field: str) -> str:
