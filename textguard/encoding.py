@@ -73,8 +73,9 @@ def encode(texts: Sequence[str], tokenizer: Any, max_length: int) -> dict[str, l
     }
 
 
-#: Windows overlap by half their length: any run of up to half a window's tokens (a threat phrase
-#: split by a window boundary) lies whole inside one window. Costs ~2x the tokens of the text.
+#: Windows overlap by half their length: any run of up to half a window's tokens (a threat phrase a
+#: window boundary would cut) lies whole inside one window, behind less than half a window of other
+#: text (so a long benign preamble cannot dilute it more than that). Costs ~2x the tokens of the text.
 WINDOW_OVERLAP = 0.5
 
 
@@ -148,9 +149,9 @@ def encode_windows(
         if size < 1:
             raise ValueError(f"max_length {max_length} leaves no room for text after the special tokens")
         step = max(1, size - int(size * overlap))
-        starts = [0]
-        while starts[-1] + size < len(content):
-            starts.append(starts[-1] + step)
+        # A window starts every `step` tokens until the text ends, so a phrase of up to
+        # size - step + 1 tokens lies whole in some window behind fewer than `step` other tokens.
+        starts = list(range(0, len(content), step)) if len(content) > size else [0]
         for start in starts:
             piece = content[start : start + size]
             input_ids.append(head + prefix_ids + list(piece) + tail)

@@ -16,7 +16,6 @@ Fail closed: a non-finite logit anywhere raises `InvalidScoresError` instead of 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +49,6 @@ from textguard.spec import ModelSpec, load_spec, verify_artifact
 DEFAULT_BATCH_SIZE = 32
 #: Padded tokens per forward pass (batch x longest): bounds memory for long inputs.
 DEFAULT_MAX_TOKENS = 32 * 128
-
-logger = logging.getLogger("textguard.scorer")
 
 
 @dataclass(frozen=True)
@@ -176,10 +173,6 @@ class Scorer:
             ids, mask = pad_batch([input_ids[index] for index in batch], self.spec.pad_token_id)
             logits = np.asarray(self.backend(ids, mask))
             if not np.isfinite(logits).all():
-                logger.error(
-                    "the model produced non-finite scores",
-                    extra={"fields": {"source": self.source, "texts": len(batch)}},
-                )
                 raise InvalidScoresError("the model produced invalid scores; the texts were not scored")
             yield batch, logits
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from textguard.audit import AuditRecord, AuditStore, decisions_table, labels_table
 from textguard.report import aggregate
-from textguard.service.audit import AuditRecord, AuditStore, decisions_table, labels_table
 
 pytestmark = pytest.mark.postgres
 

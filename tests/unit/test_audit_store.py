@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select, text
 
-from textguard.service.audit import (
+from textguard.audit import (
     AuditRecord,
     AuditStore,
     AuditUnavailableError,
@@ -122,7 +122,7 @@ def test_key_and_password_never_show_in_repr(tmp_path: Path) -> None:
     store = AuditStore(f"sqlite:///{tmp_path / 'a.db'}", hash_key=SecretStr("super-secret-key"))
     assert "super-secret-key" not in repr(store)
     store.close()
-    from textguard.service.audit import safe_url
+    from textguard.audit import safe_url
 
     assert "hunter2" not in safe_url("postgresql+psycopg://user:hunter2@db.example/audit")
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from textguard.moderation import ItemDecision
 from textguard.service.deps import Client, Scoring
-from textguard.service.schemas import SCORING_ERRORS, MessageResult, ModelInfo, ScoreRequest, ScoreResponse
+from textguard.service.schemas import (
+    SCORING_ERRORS,
+    FiringWindow,
+    KnownContentMatch,
+    MessageResult,
+    ModelInfo,
+    ScoreRequest,
+    ScoreResponse,
+)
 from textguard.service.scoring import Item
 
 router = APIRouter(tags=["scoring"])
@@ -13,23 +22,61 @@ router = APIRouter(tags=["scoring"])
 
 @router.post("/v1/score", response_model=ScoreResponse, responses=SCORING_ERRORS)
 async def score(body: ScoreRequest, request: Request, service: Scoring, client: Client) -> ScoreResponse:
-    """Scores, flagged labels and an action (allow / review / block) per message, under one policy."""
+    """Scores, flagged labels and an action (allow / review / block) per message, under one policy.
+
+    Messages with a meeting_id and a speaker_id are also scored joined with that speaker's recent
+    messages in that meeting; `context` lists the messages scored together.
+    """
     items = [
-        Item(m.id, m.text, f"messages.{i}.text", m.language, m.source, m.meeting_id, m.speaker_id)
+        (
+            Item(
+                m.id,
+                m.text,
+                source=m.source,
+                language=m.language,
+                meeting_id=m.meeting_id,
+                speaker_id=m.speaker_id,
+            ),
+            f"messages.{i}.text",
+        )
         for i, m in enumerate(body.messages)
     ]
     outcome = await service.decide(items, body.policy, collection="messages", request=request)
     return ScoreResponse(
         model=ModelInfo(name=outcome.model.name, version=outcome.model.version, alias=outcome.model.alias),
         policy=outcome.policy.name,
-        results=[
-            MessageResult(
-                id=r.item.id,
-                scores=r.scores,
-                labels=r.decision.labels,
-                action=r.decision.action,
-                language=r.language,
+        results=[message_result(decision) for decision in outcome.decisions],
+    )
+
+
+def message_result(decision: ItemDecision) -> MessageResult:
+    return MessageResult(
+        id=decision.item.id,
+        scores=decision.scores,
+        labels=decision.labels,
+        action=decision.action,
+        language=decision.language,
+        context=list(decision.context),
+        windows={
+            label: FiringWindow(
+                messages=list(window.messages),
+                context=window.context,
+                index=window.index,
+                count=window.count,
+                start=window.start,
+                end=window.end,
             )
-            for r in outcome.results
+            for label, window in decision.windows.items()
+        },
+        matches=[
+            KnownContentMatch(
+                list_id=str(match.list_id),
+                list_version=str(match.list_version),
+                kind=str(match.kind),
+                hash_id=str(match.hash_id),
+                distance=None if match.distance is None else float(match.distance),
+                label=match.label,
+            )
+            for match in decision.matches
         ],
     )

@@ -80,7 +80,11 @@ class MessageIn(Contract):
     text: Text = Field(description="the message as typed or captioned (normalised server-side)")
     language: Language | None = Field(default=None, description="BCP-47 tag; detected when absent")
     source: Source = "chat"
-    meeting_id: Identifier | None = None
+    meeting_id: Identifier | None = Field(
+        default=None,
+        description="with speaker_id: the message is also scored joined with this speaker's recent "
+        "messages in this meeting (see `context` in the result)",
+    )
     speaker_id: Identifier | None = None
 
 
@@ -96,12 +100,44 @@ class ModelInfo(Contract):
     alias: str | None = None
 
 
+class FiringWindow(Contract):
+    """The window of text that gave a flagged label its score."""
+
+    messages: list[str] = Field(description="ids of the messages the window covers, oldest first")
+    context: bool = Field(description="true: the speaker's recent messages joined; false: this one alone")
+    index: int = Field(description="which window of that text (0-based)")
+    count: int = Field(description="how many windows the text was read in")
+    start: int = Field(description="first character of the window in the normalised text")
+    end: int = Field(description="end (exclusive) of the window in the normalised text")
+
+
+class KnownContentMatch(Contract):
+    """A match against a known-content hash list."""
+
+    list_id: str
+    list_version: str
+    kind: str = Field(description="exact, or the fuzzy hash kind (tlsh)")
+    hash_id: str = Field(description="the list entry that matched")
+    distance: float | None = Field(description="fuzzy hash distance (0 for exact matches)")
+    label: str | None = Field(description="the label the list entry carries")
+
+
 class MessageResult(Contract):
     id: str
     scores: dict[str, float] = Field(description="calibrated probability per label")
     labels: list[str] = Field(description="labels at or above the policy's review threshold")
     action: Action
     language: str
+    context: list[str] = Field(
+        default_factory=list,
+        description="ids of the messages scored together with this one, oldest first, this one last",
+    )
+    windows: dict[str, FiringWindow] = Field(
+        default_factory=dict, description="per flagged label, the window that gave it its score"
+    )
+    matches: list[KnownContentMatch] = Field(
+        default_factory=list, description="known-content hash-list matches (the policy decides their action)"
+    )
 
 
 class ScoreResponse(Contract):
@@ -212,7 +248,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "the body was not sent as application/json",
         422: "a field is invalid (the error names it)",
         429: "rate limit exceeded (see Retry-After)",
-        503: "not ready, overloaded or audit store unavailable (see Retry-After)",
+        503: "not ready, overloaded, audit or context store unavailable (see Retry-After)",
     }
     return {status: {"model": ErrorResponse, "description": descriptions[status]} for status in statuses}
 

@@ -1,0 +1,360 @@
+"""The one path from items to decisions, shared by /v1/score, /v1/moderations, the caption WebSocket,
+`textguard score` and the evaluation of functional suites.
+
+    prepare:   language (given or detected) -> known-content match of the normalised text ->
+               meeting/speaker context (the speaker's recent messages; this one is stored in the same step)
+    score:     every text in overlapping windows through the Scorer (the message alone, and the
+               message with its context joined in front when there is context)
+    conclude:  per label the highest window -> the policy (thresholds, known-content actions) ->
+               the window that fired per flagged label
+    explain:   on request, the spans of the original text that drove each flagged label
+    record:    the audit record of every final decision (write-before-answer), then the speaker's
+               context is forgotten after a flag, and the decisions and matches are counted
+
+Scoring the message alone as well as with its context: a classifier pools over the whole sequence, so
+benign context in front of a short clear statement lowers its score; the maximum of the two never scores
+a message lower than it scores alone, so context can only add recall (the policy's review action absorbs
+the extra false positives). After a flagged final decision the speaker's context is forgotten, so the
+same words are not flagged and audited again on each of their next few messages.
+
+Transports only translate: they build `Item`s, call `decide` (sync: batch scoring, evaluation) or
+`decide_async` (the service: scoring goes through its micro-batcher, which batches the texts of many
+requests into one forward pass; the CPU-bound stages run in worker threads, never on the event loop),
+and turn the `Moderation` back into their own format.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio.to_thread
+import numpy as np
+
+from textguard.moderation.context import ContextEntry, ContextStore
+from textguard.moderation.decision import FiringWindow, Item, ItemDecision, Moderation, ServedModel
+from textguard.policy import Policy, PolicySet
+from textguard.text import normalize
+
+if TYPE_CHECKING:
+    from textguard.audit import AuditRecord, AuditStore
+    from textguard.language import LanguageDetector
+    from textguard.scorer import WindowScores
+
+UNDETERMINED = "und"
+
+
+class DecisionMetrics(Protocol):
+    """Where decisions are counted (the service's Prometheus metrics)."""
+
+    def record_decisions(self, policy: str, decisions: Iterable[tuple[list[str], str]]) -> None: ...
+
+    def record_matches(self, matches: Iterable[tuple[str, str]]) -> None:
+        """(list id, hash kind) of each known-content match."""
+        ...
+
+
+class KnownContent(Protocol):
+    """A known-content hash index (textguard.known_content.KnownContentIndex)."""
+
+    @property
+    def version(self) -> str: ...
+
+    def match(self, normalized_text: str) -> Sequence[Any]: ...
+
+
+class AsyncScoring(Protocol):
+    """Scores texts for the async path (the service's micro-batcher) and says which model did."""
+
+    async def score_windows(self, texts: Sequence[str]) -> tuple[WindowScores, ServedModel]: ...
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything decided before the model runs, per item, and the texts to score."""
+
+    items: list[Item]
+    languages: list[str]
+    matches: list[tuple[Any, ...]]
+    #: This item's context entry (stored or not) and its window: earlier entries, then it.
+    entries: list[ContextEntry | None]
+    windows: list[list[ContextEntry]]
+    texts: list[str]
+    #: Index in `texts` of each item alone, and of its context window (None without context).
+    alone: list[int]
+    joined: list[int | None]
+    #: (message id, start, end) of each message in the joined text (normalised characters).
+    bounds: list[list[tuple[str, int, int]]]
+
+
+class Moderator:
+    def __init__(
+        self,
+        policies: PolicySet | Policy,
+        *,
+        languages: LanguageDetector | None = None,
+        context: ContextStore | None = None,
+        known_content: KnownContent | None = None,
+        audit: AuditStore | None = None,
+        metrics: DecisionMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policies = policies
+        self.languages = languages
+        self.context = context
+        self.known_content = known_content
+        self.audit = audit
+        self.metrics = metrics
+        #: Places chat messages in time (seconds): context windows join messages sent close together.
+        self.clock = clock
+
+    def policy(self, name: str | None = None) -> Policy:
+        """The named policy (the file's default for None); raises UnknownPolicyError."""
+        if isinstance(self.policies, Policy):
+            if name is not None and name != self.policies.name:
+                from textguard.policy import UnknownPolicyError
+
+                raise UnknownPolicyError(name, [self.policies.name])
+            return self.policies
+        return self.policies.get(name)
+
+    # -- the two entry points ---------------------------------------------------------------------
+
+    def decide(
+        self,
+        items: Sequence[Item],
+        model: ServedModel,
+        *,
+        policy: str | None = None,
+        evidence: bool = False,
+        request_id: str | None = None,
+    ) -> Moderation:
+        """Decide on `items` with `model` in this thread (batch scoring, evaluation)."""
+        chosen = self.policy(policy)
+        prepared = self.prepare(items)
+        scores = model.scorer.score_windows(prepared.texts)
+        decisions = self.conclude(prepared, scores, model, chosen)
+        if evidence:
+            decisions = self.explain(decisions, model)
+        if self.audit is not None:
+            self.audit.record_sync(self.audit_records(decisions, model, chosen, request_id))
+        self.settle(prepared, decisions, chosen)
+        return Moderation(model, chosen, decisions)
+
+    async def decide_async(
+        self,
+        items: Sequence[Item],
+        scoring: AsyncScoring,
+        *,
+        policy: str | None = None,
+        evidence: bool = False,
+        request_id: str | None = None,
+    ) -> Moderation:
+        """Decide on `items`, scoring through `scoring` (the service's micro-batcher).
+
+        The answer exists only once the final decisions are audited (write-before-answer).
+        """
+        chosen = self.policy(policy)
+        prepared = await anyio.to_thread.run_sync(self.prepare, list(items))
+        scores, model = await scoring.score_windows(prepared.texts)
+        decisions = self.conclude(prepared, scores, model, chosen)
+        if evidence:
+            decisions = await anyio.to_thread.run_sync(self.explain, decisions, model)
+        if self.audit is not None:
+            await self.audit.record(self.audit_records(decisions, model, chosen, request_id))
+        await anyio.to_thread.run_sync(self.settle, prepared, decisions, chosen)
+        return Moderation(model, chosen, decisions)
+
+    # -- stages -----------------------------------------------------------------------------------
+
+    def prepare(self, items: Sequence[Item]) -> _Prepared:
+        """Language, known-content matches and context windows; the texts the model must score."""
+        items = list(items)
+        languages = [item.language or self._detect(item.text) for item in items]
+        matches = [self._match(item.text) for item in items]
+        entries: list[ContextEntry | None] = []
+        windows: list[list[ContextEntry]] = []
+        texts: list[str] = []
+        alone: list[int] = []
+        joined: list[int | None] = []
+        bounds: list[list[tuple[str, int, int]]] = []
+        for item in items:
+            entry, window = self._window(item)
+            entries.append(entry)
+            windows.append(window)
+            alone.append(len(texts))
+            texts.append(item.text)
+            if len(window) > 1:
+                text, spans = _join(window)
+                joined.append(len(texts))
+                texts.append(text)
+                bounds.append(spans)
+            else:
+                joined.append(None)
+                bounds.append([])
+        return _Prepared(items, languages, matches, entries, windows, texts, alone, joined, bounds)
+
+    def conclude(
+        self, prepared: _Prepared, scores: WindowScores, model: ServedModel, policy: Policy
+    ) -> list[ItemDecision]:
+        """Per label the highest window (alone or with context), then the policy."""
+        spec = model.spec
+        decisions = []
+        for index, item in enumerate(prepared.items):
+            own = scores.windows_of(prepared.alone[index])
+            joined = prepared.joined[index]
+            rows = np.concatenate([own, scores.windows_of(joined)]) if joined is not None else own
+            best = scores.probabilities[rows].max(axis=0)
+            values = {label: float(value) for label, value in zip(spec.labels, best, strict=True)}
+            matches = prepared.matches[index]
+            decision = policy.decide(values, spec.thresholds, matches)
+            windows = {
+                label: self._firing_window(prepared, index, scores, rows, spec.labels.index(label))
+                for label in decision.labels
+            }
+            decisions.append(
+                ItemDecision(
+                    item=item,
+                    language=prepared.languages[index],
+                    scores=values,
+                    labels=decision.labels,
+                    action=decision.action,
+                    context=tuple(entry.message_id for entry in prepared.windows[index]),
+                    windows=windows,
+                    matches=matches,
+                )
+            )
+        return decisions
+
+    def explain(self, decisions: list[ItemDecision], model: ServedModel) -> list[ItemDecision]:
+        """Evidence spans per flagged label (see textguard.evidence)."""
+        raise NotImplementedError("evidence is not available in this build")
+
+    def audit_records(
+        self, decisions: Sequence[ItemDecision], model: ServedModel, policy: Policy, request_id: str | None
+    ) -> list[AuditRecord]:
+        """One record per final decision: interim caption hypotheses are answered, not recorded."""
+        from textguard.audit import AuditRecord
+
+        return [
+            AuditRecord(
+                text=decision.item.text,
+                scores=decision.scores,
+                labels=decision.labels,
+                action=decision.action,
+                model_name=model.name,
+                model_version=model.version,
+                policy=policy.name,
+                source=decision.item.source,
+                language=decision.language,
+                message_id=decision.item.id,
+                meeting_id=decision.item.meeting_id,
+                speaker_id=decision.item.speaker_id,
+                request_id=request_id,
+                context_message_ids=list(decision.context[:-1]),
+                matches=[_match_record(match) for match in decision.matches],
+            )
+            for decision in decisions
+            if decision.item.final
+        ]
+
+    def settle(self, prepared: _Prepared, decisions: Sequence[ItemDecision], policy: Policy) -> None:
+        """After the decisions are recorded: forget flagged speakers' context, count decisions and matches."""
+        for entry, decision in zip(prepared.entries, decisions, strict=True):
+            item = decision.item
+            flagged = bool(decision.labels) or decision.action != "allow"
+            if entry is not None and self.context is not None and item.final and flagged:
+                assert item.meeting_id is not None and item.speaker_id is not None
+                self.context.forget(item.meeting_id, item.speaker_id, item.source, entry)
+        if self.metrics is not None:
+            final = [decision for decision in decisions if decision.item.final]
+            self.metrics.record_decisions(policy.name, ((d.labels, d.action) for d in final))
+            self.metrics.record_matches(
+                (str(match.list_id), str(match.kind)) for d in final for match in d.matches
+            )
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _detect(self, text: str) -> str:
+        return self.languages.detect(text) if self.languages is not None else UNDETERMINED
+
+    def _match(self, text: str) -> tuple[Any, ...]:
+        if self.known_content is None:
+            return ()
+        return tuple(self.known_content.match(normalize(text)))
+
+    def _window(self, item: Item) -> tuple[ContextEntry | None, list[ContextEntry]]:
+        start = item.start if item.start is not None else self.clock()
+        entry = ContextEntry(item.id, item.text, start, item.end if item.end is not None else start)
+        if self.context is None or not item.in_meeting:
+            return None, [entry]
+        assert item.meeting_id is not None and item.speaker_id is not None
+        window = self.context.window(item.meeting_id, item.speaker_id, item.source, entry, keep=item.final)
+        # The current message is scored whole; the store may keep only its end.
+        return entry, [*window[:-1], entry]
+
+    @staticmethod
+    def _firing_window(
+        prepared: _Prepared, index: int, scores: WindowScores, rows: np.ndarray, label: int
+    ) -> FiringWindow:
+        best = int(rows[int(np.argmax(scores.probabilities[rows, label]))])
+        text = int(scores.owner[best])
+        siblings = scores.windows_of(text)
+        start, end = scores.spans[best]
+        in_context = text == prepared.joined[index]
+        if in_context:
+            covered = [
+                message
+                for message, first, last in prepared.bounds[index]
+                if first < max(end, start + 1) and last > start
+            ]
+            messages = tuple(covered) or tuple(message for message, _, _ in prepared.bounds[index])
+        else:
+            messages = (prepared.items[index].id,)
+        return FiringWindow(
+            messages=messages,
+            context=in_context,
+            index=int(np.flatnonzero(siblings == best)[0]),
+            count=len(siblings),
+            start=start,
+            end=end,
+        )
+
+
+def _join(window: Sequence[ContextEntry]) -> tuple[str, list[tuple[str, int, int]]]:
+    """The window's texts, normalised and joined with spaces, and where each message lies in it.
+
+    Normalised before joining so the boundaries are exact: `normalize` is idempotent, so the scorer's own
+    normalisation leaves the joined text as it is.
+    """
+    parts: list[str] = []
+    spans: list[tuple[str, int, int]] = []
+    position = 0
+    for entry in window:
+        text = normalize(entry.text)
+        if not text:
+            continue
+        if parts:
+            position += 1
+        spans.append((entry.message_id, position, position + len(text)))
+        parts.append(text)
+        position += len(text)
+    return " ".join(parts), spans
+
+
+def _match_record(match: Any) -> dict[str, Any]:
+    """What the audit trail keeps of a known-content match (never the listed text: there is none)."""
+    return {
+        "list_id": str(match.list_id),
+        "list_version": str(match.list_version),
+        "kind": str(match.kind),
+        "hash_id": str(match.hash_id),
+        "distance": None if match.distance is None else float(match.distance),
+        "label": match.label,
+    }
+
+
+def with_evidence(decision: ItemDecision, evidence: dict[str, list[Any]]) -> ItemDecision:
+    return replace(decision, evidence=evidence)
