@@ -45,6 +45,11 @@ What it does, in order (the order is what makes it idempotent, see `_normalize_o
 
 Casing is kept: the tokenizer decides whether case matters. Character classes come from the running
 Python's Unicode database (UNICODE_VERSION), built once on first use.
+
+`normalize_with_offsets()` runs the very same steps and also records, for every output character, the
+range of the original text it came from, so that a span found in normalised text (evidence, a hash
+match) can be shown on the message as the user wrote it. Each step tells the tracker how its output
+characters derive from its input; normalize() passes no tracker and pays nothing for it.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import NamedTuple
+
+from textguard._offsets import OffsetTracker, collapse_whitespace, normalize_form, sub
 
 NORMALIZER_VERSION = "1.0.0"
 UNICODE_VERSION = unicodedata.unidata_version
@@ -129,11 +136,52 @@ _MAYBE_SPELLED = re.compile(r"[\s._\-](?:[^\W_]|[@$])[\s._\-]+(?:[^\W_]|[@$])(?!
 
 def normalize(text: str) -> str:
     """Fold evasion tricks out of `text` (see module docstring); idempotent, never raises, bounded."""
-    text = _normalize_once(text[:MAX_INPUT_CHARS])
+    return _normalize(text, None)
+
+
+class NormalizedText(NamedTuple):
+    """`normalize(original)` plus where each of its characters came from in `original`.
+
+    `spans[i]` is the half-open range `(start, end)` of the original text that output character `i`
+    derives from: one character for most, several for a composed letter ("e" + U+0301 -> "é") or a
+    joined run, and for a NFKC expansion ("ﬁ" -> "fi") every output character points at the one source
+    character. Starts and ends never decrease along the text. Characters that were dropped (invisible
+    characters, noise marks, collapsed whitespace) belong to no output character unless they sit inside
+    a composed unit (a letter's own marks) or a capped repeat (the last kept character covers the run).
+    """
+
+    text: str
+    spans: list[tuple[int, int]]
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """The range of the original text behind normalised characters `start:end` (end exclusive)."""
+        if not 0 <= start < end <= len(self.text):
+            raise ValueError(f"normalised range {start}:{end} is empty or outside 0:{len(self.text)}")
+        return self.spans[start][0], self.spans[end - 1][1]
+
+
+def normalize_with_offsets(text: str) -> NormalizedText:
+    """`normalize(text)` and, for every output character, the range of `text` it came from.
+
+    The output string is always exactly `normalize(text)`: the same step functions run, each also
+    reporting how its output characters derive from its input (see `textguard._offsets`).
+    """
+    tracker = OffsetTracker(min(len(text), MAX_INPUT_CHARS))
+    normalized = _normalize(text, tracker)
+    return NormalizedText(normalized, tracker.spans())
+
+
+def _normalize(text: str, tracker: OffsetTracker | None) -> str:
+    text = _normalize_once(text[:MAX_INPUT_CHARS], tracker)
     if len(text) > MAX_CHARS:
         # Re-normalise the cut text rather than just slicing: a cut can leave half a spelled-out run
         # or a word fragment that normalises differently, and the output must be a fixed point.
-        text = _normalize_once(text[:MAX_CHARS])[:MAX_CHARS]
+        if tracker is not None:
+            tracker.truncate(MAX_CHARS)
+        text = _normalize_once(text[:MAX_CHARS], tracker)
+        if tracker is not None:
+            tracker.truncate(MAX_CHARS)
+        text = text[:MAX_CHARS]
     return text
 
 
@@ -141,18 +189,18 @@ def normalize_many(texts: Iterable[str]) -> list[str]:
     return [normalize(text) for text in texts]
 
 
-def _normalize_once(text: str) -> str:
+def _normalize_once(text: str, tracker: OffsetTracker | None = None) -> str:
     # Each step only removes characters or maps them one to one, and no step can recreate the
     # pattern an earlier step removed; that ordering is what makes normalize idempotent.
     # Steps 1-5 on an ASCII string reduce to deleting control characters.
-    text = _ASCII_CONTROLS.sub("", text) if text.isascii() else _fold_unicode(text)
-    text = _join_spelled_out(text)
-    text = " ".join(text.split())  # str.split() splits on exactly what `\s` matches
+    text = sub(_ASCII_CONTROLS, "", text, tracker) if text.isascii() else _fold_unicode(text, tracker)
+    text = _join_spelled_out(text, tracker)
+    text = collapse_whitespace(text, tracker)
     if not text.isascii() and _CONFUSABLE.search(text):
-        text = _CONFUSABLE_WORD.sub(_fold_confusable_word, text)
+        text = sub(_CONFUSABLE_WORD, _fold_confusable_word, text, tracker)
     if _LEET_HINT.search(text):
-        text = _LEET_TOKEN.sub(_decode_leet_token, text)
-    return _REPEATS.sub(_cap_repeat, text)
+        text = sub(_LEET_TOKEN, _decode_leet_token, text, tracker)
+    return sub(_REPEATS, _cap_repeat, text, tracker)
 
 
 def _cap_repeat(match: re.Match[str]) -> str:
@@ -160,21 +208,21 @@ def _cap_repeat(match: re.Match[str]) -> str:
     return match.group() if char.isdigit() else char * MAX_REPEAT  # 1000000 is a number, not noise
 
 
-def _fold_unicode(text: str) -> str:
+def _fold_unicode(text: str, tracker: OffsetTracker | None) -> str:
     tables = _tables()
-    text = _SURROGATES.sub("\ufffd", text)
+    text = sub(_SURROGATES, "\ufffd", text, tracker)
     # Invisible characters go before NFKC: "e<ZWSP><U+0301>" must compose to "é" now, not on a
     # second pass.
-    text = tables.invisible.sub("", text)
+    text = sub(tables.invisible, "", text, tracker)
     if _PUNCT_TO_FOLD.search(text):
-        text = text.translate(_PUNCT_TABLE)
-    text = unicodedata.normalize("NFKC", text)
+        text = text.translate(_PUNCT_TABLE)  # one character for one: offsets unchanged
+    text = normalize_form("NFKC", text, tracker)
     if tables.any_mark.search(text):
-        stripped = tables.mark_runs.sub(_strip_noise_marks, text)
+        stripped = sub(tables.mark_runs, _strip_noise_marks, text, tracker)
         if stripped != text:
             # Dropping marks can make two characters adjacent that compose (Hangul jamo, Indic
             # two-part vowels); compose them now so the result is already NFC.
-            text = unicodedata.normalize("NFC", stripped)
+            text = normalize_form("NFC", stripped, tracker)
     return text
 
 
@@ -211,13 +259,13 @@ def _is_latin_letter(char: str) -> bool:
     return char.isalpha() and _script(char) == "LATIN"
 
 
-def _join_spelled_out(text: str) -> str:
+def _join_spelled_out(text: str, tracker: OffsetTracker | None) -> str:
     if not _MAYBE_SPELLED.search(text):  # every run of 3+ items has a middle item between separators
         return text
-    joined = _tables().spelled_out.sub(_join_spelled_run, text)
+    joined = sub(_tables().spelled_out, _join_spelled_run, text, tracker)
     if joined != text and not joined.isascii():
         # Joining can make Hangul jamo adjacent; compose so the output is already NFC.
-        joined = unicodedata.normalize("NFC", joined)
+        joined = normalize_form("NFC", joined, tracker)
     return joined
 
 

@@ -40,6 +40,7 @@ def test_top_level_help_lists_every_command() -> None:
         "score",
         "serve",
         "report",
+        "hashes",
     ):
         assert expected in result.output
 
