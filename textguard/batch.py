@@ -4,7 +4,8 @@ The output keeps every input column (ids included) and adds `score_<label>` (cal
 per label, each label's highest window of the whole text), `predicted_labels` (labels at or above the
 model's thresholds) and, when a policy is given, `action` and `flagged_labels` (the labels the policy
 flags). `predicted_labels` does not reuse the name `labels`, so scoring a prepared dataset keeps its gold
-labels next to the predictions.
+labels next to the predictions. With hash lists, `matches` lists the known-content matches of each row;
+with evidence, `evidence` holds per flagged label the spans of text that drove it.
 
 With `context`, rows that carry a meeting and a speaker are scored with that speaker's recent messages
 like live chat: rows are read in file order and placed in time by a time column (epoch seconds or
@@ -18,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ PREDICTED_COLUMN = "predicted_labels"
 ACTION_COLUMN = "action"
 FLAGGED_COLUMN = "flagged_labels"
 CONTEXT_COLUMN = "context"
+MATCHES_COLUMN = "matches"
+EVIDENCE_COLUMN = "evidence"
 #: Columns that place a row in a meeting for context scoring.
 MEETING_COLUMN = "meeting_id"
 SPEAKER_COLUMN = "speaker_id"
@@ -207,21 +210,24 @@ def score_frame(
     moderator: Moderator | None = None,
     policy: str | None = None,
     context: ContextColumns | None = None,
+    evidence: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
 ) -> pd.DataFrame:
     """`frame` plus the decision columns for every row, in input order.
 
-    `moderator` None: decisions at the model's own thresholds (no action column). Rows are decided in
-    chunks of `chunk_size`; the moderator's context store carries over from one chunk to the next.
+    The action columns are written when the moderator decides with a policy file; `moderator` None
+    decides at the model's own thresholds. Rows are decided in chunks of `chunk_size`; the moderator's
+    context store carries over from one chunk to the next.
     """
     import numpy as np
+    import pandas as pd
 
     from textguard.moderation import ContextLimits, MemoryContextStore, Moderator
-    from textguard.policy import Policy
+    from textguard.policy import Policy, PolicySet
     from textguard.postprocess import decide
 
-    with_policy = moderator is not None
+    with_policy = moderator is not None and isinstance(moderator.policies, PolicySet)
     if moderator is None:
         moderator = Moderator(
             Policy.from_model_thresholds(),
@@ -233,7 +239,7 @@ def score_frame(
     with _progress(progress, len(items)) as advance:
         for start in range(0, len(items), chunk_size):
             chunk = items[start : start + chunk_size]
-            decisions += moderator.decide(chunk, model, policy=policy).decisions
+            decisions += moderator.decide(chunk, model, policy=policy, evidence=evidence).decisions
             advance(len(chunk))
     probs = np.asarray([[d.scores[label] for label in labels] for d in decisions], dtype=np.float64)
     probs = probs.reshape(len(decisions), len(labels))
@@ -249,6 +255,15 @@ def score_frame(
         out[FLAGGED_COLUMN] = [list(d.labels) for d in decisions]
     if context is not None:
         out[CONTEXT_COLUMN] = [list(d.context) for d in decisions]
+    if moderator.known_content is not None:
+        matches = [[asdict(match) for match in d.matches] for d in decisions]
+        out[MATCHES_COLUMN] = pd.Series(matches, index=out.index, dtype=object)
+    if evidence:
+        spans = [
+            {label: [asdict(span) for span in found] for label, found in (d.evidence or {}).items()}
+            for d in decisions
+        ]
+        out[EVIDENCE_COLUMN] = pd.Series(spans, index=out.index, dtype=object)
     return out
 
 
@@ -318,7 +333,12 @@ def write_output(frame: pd.DataFrame, path: str | Path, *, overwrite: bool = Fal
                     clean = {str(key): _jsonable(value) for key, value in record.items()}
                     handle.write(json.dumps(clean, ensure_ascii=False, default=str) + "\n")
         else:
-            frame.to_parquet(tmp, index=False)
+            nested = frame.copy()
+            # Per-label evidence and match records vary in shape from row to row: JSON text in Parquet.
+            for column in (MATCHES_COLUMN, EVIDENCE_COLUMN):
+                if column in nested.columns:
+                    nested[column] = [json.dumps(value, ensure_ascii=False) for value in nested[column]]
+            nested.to_parquet(tmp, index=False)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -338,15 +358,19 @@ def score_file(
     policy_file: str | Path | None = None,
     policy: str | None = None,
     context: ContextColumns | None = None,
+    hash_lists: str | Path | None = None,
+    evidence: bool = False,
     progress: bool = True,
     overwrite: bool = False,
 ) -> BatchSummary:
     """Decide on every row of `input_path` with `model` and write `output_path` (format by suffix).
 
-    With `policy_file`, each row gets the action of `policy` (the file's default when None).
+    With `policy_file`, each row gets the action of `policy` (the file's default when None); with
+    `hash_lists` (a `textguard hashes` store), rows are matched against the known-content lists.
     """
+    from textguard.known_content import KnownContentIndex
     from textguard.moderation import ContextLimits, MemoryContextStore, Moderator, ServedModel
-    from textguard.policy import PolicySet
+    from textguard.policy import Policy, PolicySet
     from textguard.scorer import Scorer
 
     input_path, output_path = Path(input_path), Path(output_path)
@@ -355,12 +379,13 @@ def score_file(
         raise DataError(f"{output_path} exists; pass --overwrite to replace it")
     if input_path.resolve() == output_path.resolve():
         raise DataError(f"{output_path}: the output must not overwrite the input")
-    moderator = None
-    if policy_file is not None:
-        policies = PolicySet.load(policy_file)
-        policies.get(policy)  # an unknown name fails before the model loads
-        store = MemoryContextStore(ContextLimits()) if context is not None else None
-        moderator = Moderator(policies, context=store)
+    # Everything that can be wrong with the options fails before the model loads.
+    policies = PolicySet.load(policy_file) if policy_file is not None else Policy.from_model_thresholds()
+    if isinstance(policies, PolicySet):
+        policies.get(policy)
+    index = KnownContentIndex.load(hash_lists) if hash_lists is not None else None
+    store = MemoryContextStore(ContextLimits()) if context is not None else None
+    moderator = Moderator(policies, context=store, known_content=index)
     frame = read_input(input_path, text_column)
     options: dict[str, Any] = {}
     if batch_size:
@@ -371,7 +396,14 @@ def score_file(
     served = ServedModel.local(scorer)
     start = time.perf_counter()
     scored = score_frame(
-        served, frame, text_column, moderator=moderator, policy=policy, context=context, progress=progress
+        served,
+        frame,
+        text_column,
+        moderator=moderator,
+        policy=policy,
+        context=context,
+        evidence=evidence,
+        progress=progress,
     )
     seconds = time.perf_counter() - start
     write_output(scored, output_path, overwrite=overwrite)
@@ -379,6 +411,6 @@ def score_file(
         label: int(sum(label in row for row in scored[PREDICTED_COLUMN])) for label in scorer.spec.labels
     }
     actions = None
-    if moderator is not None:
+    if policy_file is not None:
         actions = {str(name): int(count) for name, count in scored[ACTION_COLUMN].value_counts().items()}
     return BatchSummary(input_path, output_path, len(scored), seconds, positives, actions)

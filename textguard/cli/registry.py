@@ -142,6 +142,12 @@ def score(
     time_column: str = typer.Option(
         "sent_at", "--time-column", help="With --context: send time (epoch seconds or ISO-8601)."
     ),
+    hash_lists: Path | None = typer.Option(
+        None, "--hash-lists", help="Match rows against this known-content store (`textguard hashes`)."
+    ),
+    evidence: bool = typer.Option(
+        False, "--evidence", help="Add, per flagged label, the spans of text that drove it."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
@@ -175,6 +181,8 @@ def score(
         policy_file=policy,
         policy=policy_name,
         context=ContextColumns(time=time_column) if context else None,
+        hash_lists=hash_lists,
+        evidence=evidence,
         progress=progress,
         overwrite=overwrite,
     )

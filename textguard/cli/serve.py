@@ -74,6 +74,10 @@ def serve(
     batch_max_size: int | None = typer.Option(None, help="texts per forward pass [8]"),
     inference_threads: int | None = typer.Option(None, help="ONNX intra-op threads; 0=one per core [0]"),
     model_poll_seconds: float | None = typer.Option(None, help="model refresh poll period, 0=off [30]"),
+    hash_lists: Path | None = typer.Option(
+        None, help="hash list store of known content (`textguard hashes`), reloaded on change [none]"
+    ),
+    hash_lists_poll_seconds: float | None = typer.Option(None, help="hash list change check period [2]"),
     caption_window_segments: int | None = typer.Option(None, help="caption segments per speaker window [5]"),
     caption_window_seconds: float | None = typer.Option(None, help="caption window span in seconds [30]"),
     caption_max_meetings: int | None = typer.Option(None, help="live meetings tracked at once [10000]"),

@@ -48,9 +48,26 @@ class FiringWindow:
     #: Which window of that text (0-based), of how many.
     index: int
     count: int
-    #: [start, end) characters of the window in the scored text, normalised (see textguard.text).
+    #: [start, end) characters of the window in the scored text as sent: this message's text, or (with
+    #: context) the messages' texts joined by single spaces, oldest first.
     start: int
     end: int
+
+
+@dataclass(frozen=True)
+class EvidenceSpan:
+    """Characters `start:end` of one message's text (as sent) that drove a label, and by how much.
+
+    `weight` is how far the label's probability fell when those words were deleted (occlusion, see
+    textguard.evidence). For an earlier message of the context longer than the context keeps
+    (`context_max_chars`), offsets count from the start of the part kept.
+    """
+
+    message_id: str
+    start: int
+    end: int
+    text: str
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -68,8 +85,8 @@ class ItemDecision:
     windows: dict[str, FiringWindow] = field(default_factory=dict)
     #: Known-content (hash list) matches of the normalised text.
     matches: tuple[Any, ...] = ()
-    #: Per flagged label, the spans of the original text that drove it (only when asked for).
-    evidence: dict[str, list[Any]] | None = None
+    #: Per flagged label, the spans of the messages' text that drove it (only when asked for).
+    evidence: dict[str, list[EvidenceSpan]] | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@
                message with its context joined in front when there is context)
     conclude:  per label the highest window -> the policy (thresholds, known-content actions) ->
                the window that fired per flagged label
-    explain:   on request, the spans of the original text that drove each flagged label
+    explain:   on request, the spans of the messages' text that drove each flagged label (occlusion
+               through the same scoring path, see textguard.evidence), in the window that fired
     record:    the audit record of every final decision (write-before-answer), then the speaker's
                context is forgotten after a flag, and the decisions and matches are counted
 
@@ -30,18 +31,30 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio.from_thread
 import anyio.to_thread
 import numpy as np
 
+from textguard.known_content import HashMatch, KnownContentIndex, KnownContentReloader
 from textguard.moderation.context import ContextEntry, ContextStore
-from textguard.moderation.decision import FiringWindow, Item, ItemDecision, Moderation, ServedModel
+from textguard.moderation.decision import (
+    EvidenceSpan,
+    FiringWindow,
+    Item,
+    ItemDecision,
+    Moderation,
+    ServedModel,
+)
 from textguard.policy import Policy, PolicySet
-from textguard.text import normalize
+from textguard.text import NormalizedText, normalize, normalize_with_offsets
 
 if TYPE_CHECKING:
     from textguard.audit import AuditRecord, AuditStore
     from textguard.language import LanguageDetector
     from textguard.scorer import WindowScores
+
+#: Texts [n] -> calibrated probabilities [n, labels] through the one scoring path (for evidence).
+ProbabilitiesFn = Callable[[list[str]], np.ndarray]
 
 UNDETERMINED = "und"
 
@@ -56,15 +69,6 @@ class DecisionMetrics(Protocol):
         ...
 
 
-class KnownContent(Protocol):
-    """A known-content hash index (textguard.known_content.KnownContentIndex)."""
-
-    @property
-    def version(self) -> str: ...
-
-    def match(self, normalized_text: str) -> Sequence[Any]: ...
-
-
 class AsyncScoring(Protocol):
     """Scores texts for the async path (the service's micro-batcher) and says which model did."""
 
@@ -77,7 +81,7 @@ class _Prepared:
 
     items: list[Item]
     languages: list[str]
-    matches: list[tuple[Any, ...]]
+    matches: list[tuple[HashMatch, ...]]
     #: This item's context entry (stored or not) and its window: earlier entries, then it.
     entries: list[ContextEntry | None]
     windows: list[list[ContextEntry]]
@@ -85,7 +89,7 @@ class _Prepared:
     #: Index in `texts` of each item alone, and of its context window (None without context).
     alone: list[int]
     joined: list[int | None]
-    #: (message id, start, end) of each message in the joined text (normalised characters).
+    #: (message id, start, end) of each message in the joined text (characters as sent).
     bounds: list[list[tuple[str, int, int]]]
 
 
@@ -96,7 +100,7 @@ class Moderator:
         *,
         languages: LanguageDetector | None = None,
         context: ContextStore | None = None,
-        known_content: KnownContent | None = None,
+        known_content: KnownContentIndex | KnownContentReloader | None = None,
         audit: AuditStore | None = None,
         metrics: DecisionMetrics | None = None,
         clock: Callable[[], float] = time.time,
@@ -109,6 +113,13 @@ class Moderator:
         self.metrics = metrics
         #: Places chat messages in time (seconds): context windows join messages sent close together.
         self.clock = clock
+
+    @property
+    def known_content_index(self) -> KnownContentIndex | None:
+        """The hash lists matched now (a reloader's current index: lists change while serving)."""
+        if isinstance(self.known_content, KnownContentReloader):
+            return self.known_content.index
+        return self.known_content
 
     def policy(self, name: str | None = None) -> Policy:
         """The named policy (the file's default for None); raises UnknownPolicyError."""
@@ -137,7 +148,7 @@ class Moderator:
         scores = model.scorer.score_windows(prepared.texts)
         decisions = self.conclude(prepared, scores, model, chosen)
         if evidence:
-            decisions = self.explain(decisions, model)
+            decisions = self.explain(prepared, decisions, model.scorer.predict_proba)
         if self.audit is not None:
             self.audit.record_sync(self.audit_records(decisions, model, chosen, request_id))
         self.settle(prepared, decisions, chosen)
@@ -161,7 +172,13 @@ class Moderator:
         scores, model = await scoring.score_windows(prepared.texts)
         decisions = self.conclude(prepared, scores, model, chosen)
         if evidence:
-            decisions = await anyio.to_thread.run_sync(self.explain, decisions, model)
+
+            def probabilities(texts: list[str]) -> np.ndarray:
+                # The variants go through the same batcher as every other text (queue, shedding).
+                variant_scores, _ = anyio.from_thread.run(scoring.score_windows, texts)
+                return variant_scores.per_text()
+
+            decisions = await anyio.to_thread.run_sync(self.explain, prepared, decisions, probabilities)
         if self.audit is not None:
             await self.audit.record(self.audit_records(decisions, model, chosen, request_id))
         await anyio.to_thread.run_sync(self.settle, prepared, decisions, chosen)
@@ -173,7 +190,8 @@ class Moderator:
         """Language, known-content matches and context windows; the texts the model must score."""
         items = list(items)
         languages = [item.language or self._detect(item.text) for item in items]
-        matches = [self._match(item.text) for item in items]
+        index = self.known_content_index
+        matches = [tuple(index.match(normalize(item.text))) if index else () for item in items]
         entries: list[ContextEntry | None] = []
         windows: list[list[ContextEntry]] = []
         texts: list[str] = []
@@ -202,6 +220,7 @@ class Moderator:
         """Per label the highest window (alone or with context), then the policy."""
         spec = model.spec
         decisions = []
+        offsets: dict[int, NormalizedText] = {}  # scored text -> offsets, only for texts that fired
         for index, item in enumerate(prepared.items):
             own = scores.windows_of(prepared.alone[index])
             joined = prepared.joined[index]
@@ -211,7 +230,7 @@ class Moderator:
             matches = prepared.matches[index]
             decision = policy.decide(values, spec.thresholds, matches)
             windows = {
-                label: self._firing_window(prepared, index, scores, rows, spec.labels.index(label))
+                label: _firing_window(prepared, index, scores, rows, spec.labels.index(label), offsets)
                 for label in decision.labels
             }
             decisions.append(
@@ -228,9 +247,36 @@ class Moderator:
             )
         return decisions
 
-    def explain(self, decisions: list[ItemDecision], model: ServedModel) -> list[ItemDecision]:
-        """Evidence spans per flagged label (see textguard.evidence)."""
-        raise NotImplementedError("evidence is not available in this build")
+    def explain(
+        self, prepared: _Prepared, decisions: list[ItemDecision], probabilities: ProbabilitiesFn
+    ) -> list[ItemDecision]:
+        """Evidence for every flagged label: occlusion of the text in the window that fired.
+
+        Labels that fired in the same window are explained together (one batch of variants); a long text
+        is occluded only inside its window, which bounds the cost (see textguard.evidence).
+        """
+        from textguard.evidence import explain
+
+        explained = []
+        for index, decision in enumerate(decisions):
+            groups: dict[tuple[bool, int, int, bool], list[str]] = {}
+            for label, window in decision.windows.items():
+                key = (window.context, window.start, window.end, window.count > 1)
+                groups.setdefault(key, []).append(label)
+            evidence: dict[str, list[EvidenceSpan]] = {label: [] for label in decision.labels}
+            for (in_context, start, end, partial), labels in groups.items():
+                joined = prepared.joined[index]
+                text = prepared.texts[joined] if in_context and joined is not None else decision.item.text
+                bounds = prepared.bounds[index] if in_context else [(decision.item.id, 0, len(text))]
+                indices = [list(decision.scores).index(label) for label in labels]
+                region = (start, end) if partial and end > start else None
+                found = explain(probabilities, text, indices, window=region)
+                for label, label_index in zip(labels, indices, strict=True):
+                    evidence[label] = [
+                        piece for span in found[label_index] for piece in _per_message(span, text, bounds)
+                    ]
+            explained.append(replace(decision, evidence=evidence))
+        return explained
 
     def audit_records(
         self, decisions: Sequence[ItemDecision], model: ServedModel, policy: Policy, request_id: str | None
@@ -280,11 +326,6 @@ class Moderator:
     def _detect(self, text: str) -> str:
         return self.languages.detect(text) if self.languages is not None else UNDETERMINED
 
-    def _match(self, text: str) -> tuple[Any, ...]:
-        if self.known_content is None:
-            return ()
-        return tuple(self.known_content.match(normalize(text)))
-
     def _window(self, item: Item) -> tuple[ContextEntry | None, list[ContextEntry]]:
         start = item.start if item.start is not None else self.clock()
         entry = ContextEntry(item.id, item.text, start, item.end if item.end is not None else start)
@@ -295,56 +336,63 @@ class Moderator:
         # The current message is scored whole; the store may keep only its end.
         return entry, [*window[:-1], entry]
 
-    @staticmethod
-    def _firing_window(
-        prepared: _Prepared, index: int, scores: WindowScores, rows: np.ndarray, label: int
-    ) -> FiringWindow:
-        best = int(rows[int(np.argmax(scores.probabilities[rows, label]))])
-        text = int(scores.owner[best])
-        siblings = scores.windows_of(text)
-        start, end = scores.spans[best]
-        in_context = text == prepared.joined[index]
-        if in_context:
-            covered = [
-                message
-                for message, first, last in prepared.bounds[index]
-                if first < max(end, start + 1) and last > start
-            ]
-            messages = tuple(covered) or tuple(message for message, _, _ in prepared.bounds[index])
-        else:
-            messages = (prepared.items[index].id,)
-        return FiringWindow(
-            messages=messages,
-            context=in_context,
-            index=int(np.flatnonzero(siblings == best)[0]),
-            count=len(siblings),
-            start=start,
-            end=end,
-        )
-
 
 def _join(window: Sequence[ContextEntry]) -> tuple[str, list[tuple[str, int, int]]]:
-    """The window's texts, normalised and joined with spaces, and where each message lies in it.
-
-    Normalised before joining so the boundaries are exact: `normalize` is idempotent, so the scorer's own
-    normalisation leaves the joined text as it is.
-    """
-    parts: list[str] = []
+    """The window's texts joined by single spaces, oldest first, and where each message lies in it."""
     spans: list[tuple[str, int, int]] = []
     position = 0
     for entry in window:
-        text = normalize(entry.text)
-        if not text:
-            continue
-        if parts:
-            position += 1
-        spans.append((entry.message_id, position, position + len(text)))
-        parts.append(text)
-        position += len(text)
-    return " ".join(parts), spans
+        spans.append((entry.message_id, position, position + len(entry.text)))
+        position += len(entry.text) + 1
+    return " ".join(entry.text for entry in window), spans
 
 
-def _match_record(match: Any) -> dict[str, Any]:
+def _firing_window(
+    prepared: _Prepared,
+    index: int,
+    scores: WindowScores,
+    rows: np.ndarray,
+    label: int,
+    offsets: dict[int, NormalizedText],
+) -> FiringWindow:
+    """The window with the label's highest score, in characters of the text as sent."""
+    best = int(rows[int(np.argmax(scores.probabilities[rows, label]))])
+    text = int(scores.owner[best])
+    siblings = scores.windows_of(text)
+    if text not in offsets:
+        offsets[text] = normalize_with_offsets(prepared.texts[text])
+    start, end = scores.spans[best]
+    start, end = offsets[text].original_span(start, end) if end > start else (0, 0)
+    in_context = text == prepared.joined[index]
+    if in_context:
+        messages = tuple(
+            message
+            for message, first, last in prepared.bounds[index]
+            if first < max(end, start + 1) and last > start
+        )
+    else:
+        messages = (prepared.items[index].id,)
+    return FiringWindow(
+        messages=messages or (prepared.items[index].id,),
+        context=in_context,
+        index=int(np.flatnonzero(siblings == best)[0]),
+        count=len(siblings),
+        start=start,
+        end=end,
+    )
+
+
+def _per_message(span: Any, text: str, bounds: list[tuple[str, int, int]]) -> list[EvidenceSpan]:
+    """A span of the scored text as spans of the messages it covers (split at message boundaries)."""
+    pieces = []
+    for message, first, last in bounds:
+        start, end = max(span.start, first), min(span.end, last)
+        if start < end:
+            pieces.append(EvidenceSpan(message, start - first, end - first, text[start:end], span.weight))
+    return pieces
+
+
+def _match_record(match: HashMatch) -> dict[str, Any]:
     """What the audit trail keeps of a known-content match (never the listed text: there is none)."""
     return {
         "list_id": str(match.list_id),
@@ -354,7 +402,3 @@ def _match_record(match: Any) -> dict[str, Any]:
         "distance": None if match.distance is None else float(match.distance),
         "label": match.label,
     }
-
-
-def with_evidence(decision: ItemDecision, evidence: dict[str, list[Any]]) -> ItemDecision:
-    return replace(decision, evidence=evidence)

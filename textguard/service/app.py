@@ -5,8 +5,9 @@ Lifespan (start-up, then shutdown):
    answers at once and /readyz turns 200 only when the model can serve (a Kubernetes liveness probe
    never kills a pod that is still loading);
 2. the audit store opens (textguard.audit), the meeting-context store (memory, or Redis for several
-   replicas) and the language identifier load, and the library's `Moderator` is built from them: the one
-   path from items to decisions that every route calls;
+   replicas), the known-content hash lists (reloaded when their files change) and the language
+   identifier load, and the library's `Moderator` is built from them: the one path from items to
+   decisions that every route calls;
 3. on shutdown: stop polling the registry, finish the queued work, close the audit and context stores.
 
 `app.state` holds what routes need: settings, model_manager, batcher, policies, audit, context, moderator,
@@ -27,6 +28,7 @@ from fastapi import Depends, FastAPI
 
 from textguard import __version__
 from textguard.audit import AuditStore
+from textguard.known_content import KnownContentReloader
 from textguard.language import LanguageDetector
 from textguard.moderation import ContextLimits, ContextStore, MemoryContextStore, Moderator
 from textguard.policy import PolicySet
@@ -148,7 +150,22 @@ async def _start(
     app.state.audit = audit
     context = await asyncio.to_thread(open_context_store, settings)
     app.state.context = context
-    moderator = Moderator(policies, languages=languages, context=context, audit=audit, metrics=metrics)
+    known_content = None
+    if settings.hash_lists is not None:
+        # A bad store at start is an error; later a bad edit keeps the previous lists (and logs it).
+        known_content = await asyncio.to_thread(
+            KnownContentReloader, settings.hash_lists, check_interval_s=settings.hash_lists_poll_seconds
+        )
+        logger.info("hash lists loaded", extra={"fields": {"version": known_content.index.version}})
+    app.state.known_content = known_content
+    moderator = Moderator(
+        policies,
+        languages=languages,
+        context=context,
+        known_content=known_content,
+        audit=audit,
+        metrics=metrics,
+    )
     app.state.moderator = moderator
     app.state.scoring = ScoringService(settings, batcher, moderator)
     await asyncio.to_thread(languages.load)

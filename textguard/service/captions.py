@@ -3,13 +3,14 @@
 Protocol (JSON text frames). The client sends caption segments
 
     {"segment_id": "s1", "speaker_id": "spk-1", "text": "...", "start": 12.3, "end": 14.0,
-     "final": true, "language": "en"}                             (language optional)
+     "final": true, "language": "en", "evidence": false}        (language, evidence optional)
 
 and gets, for each, in order
 
     {"segment_id", "speaker_id", "final", "scores": {label: p}, "labels": [...], "action",
      "window_segments": [ids whose text was scored together, oldest first, this one last],
-     "windows": {label: the window that fired, as in /v1/score}, "matches": [known-content matches]}
+     "windows": {label: the window that fired, as in /v1/score}, "matches": [known-content matches],
+     "evidence": {label: [spans]} (only when the segment asked for it)}
 
 Errors use the service's body, `{"error": {"type", "message", "field"}}`:
 - a bad API key, rate limit, meeting id or policy name refuses the handshake (HTTP 401/429/422);
@@ -75,6 +76,8 @@ class CaptionMessage(BaseModel):
     end: float = Field(ge=0, allow_inf_nan=False)
     final: bool
     language: str | None = Field(default=None, min_length=2, max_length=35)
+    #: Also answer, per flagged label, the spans that drove it (as `"evidence": true` in /v1/score).
+    evidence: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -258,13 +261,14 @@ async def _decide(
         policy.name,
         collection="segments",
         request_id=connection_id,
+        evidence=message.evidence,
     )
     return caption_reply(outcome.decisions[0])
 
 
 def caption_reply(decision: ItemDecision) -> dict[str, Any]:
     result = message_result(decision)
-    return {
+    reply: dict[str, Any] = {
         "segment_id": decision.item.id,
         "speaker_id": decision.item.speaker_id,
         "final": decision.item.final,
@@ -275,6 +279,11 @@ def caption_reply(decision: ItemDecision) -> dict[str, Any]:
         "windows": {label: window.model_dump() for label, window in result.windows.items()},
         "matches": [match.model_dump() for match in result.matches],
     }
+    if result.evidence is not None:
+        reply["evidence"] = {
+            label: [span.model_dump() for span in spans] for label, spans in result.evidence.items()
+        }
+    return reply
 
 
 async def _deny(websocket: WebSocket, error: ProtocolError) -> None:

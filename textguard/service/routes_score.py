@@ -8,6 +8,7 @@ from textguard.moderation import ItemDecision
 from textguard.service.deps import Client, Scoring
 from textguard.service.schemas import (
     SCORING_ERRORS,
+    EvidenceSpan,
     FiringWindow,
     KnownContentMatch,
     MessageResult,
@@ -41,7 +42,9 @@ async def score(body: ScoreRequest, request: Request, service: Scoring, client: 
         )
         for i, m in enumerate(body.messages)
     ]
-    outcome = await service.decide(items, body.policy, collection="messages", request=request)
+    outcome = await service.decide(
+        items, body.policy, collection="messages", request=request, evidence=body.evidence
+    )
     return ScoreResponse(
         model=ModelInfo(name=outcome.model.name, version=outcome.model.version, alias=outcome.model.alias),
         policy=outcome.policy.name,
@@ -79,4 +82,19 @@ def message_result(decision: ItemDecision) -> MessageResult:
             )
             for match in decision.matches
         ],
+        evidence=None
+        if decision.evidence is None
+        else {
+            label: [
+                EvidenceSpan(
+                    message_id=span.message_id,
+                    start=span.start,
+                    end=span.end,
+                    text=span.text,
+                    weight=span.weight,
+                )
+                for span in spans
+            ]
+            for label, spans in decision.evidence.items()
+        },
     )

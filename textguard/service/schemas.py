@@ -92,6 +92,11 @@ class ScoreRequest(Contract):
     # FailFast: the first invalid message ends validation (one error, not one per item).
     messages: Annotated[list[MessageIn], FailFast()] = Field(min_length=1)
     policy: str | None = Field(default=None, description="policy name; the server's default when absent")
+    evidence: bool = Field(
+        default=False,
+        description="also return, per flagged label, the spans of text that drove it (costs up to 33 "
+        "extra texts scored per flagged window)",
+    )
 
 
 class ModelInfo(Contract):
@@ -116,10 +121,20 @@ class KnownContentMatch(Contract):
 
     list_id: str
     list_version: str
-    kind: str = Field(description="exact, or the fuzzy hash kind (tlsh)")
+    kind: str = Field(description="exact (sha256), or the fuzzy hash kind (minhash)")
     hash_id: str = Field(description="the list entry that matched")
-    distance: float | None = Field(description="fuzzy hash distance (0 for exact matches)")
+    distance: float | None = Field(description="fuzzy hash distance: differing MinHash slots (0 if exact)")
     label: str | None = Field(description="the label the list entry carries")
+
+
+class EvidenceSpan(Contract):
+    """Characters of one message's text, as sent, whose deletion lowered the label's probability."""
+
+    message_id: str = Field(description="the message the span lies in (this one, or one of its context)")
+    start: int
+    end: int = Field(description="end (exclusive), in characters of that message's text")
+    text: str
+    weight: float = Field(description="how far the label's probability fell without these words")
 
 
 class MessageResult(Contract):
@@ -137,6 +152,9 @@ class MessageResult(Contract):
     )
     matches: list[KnownContentMatch] = Field(
         default_factory=list, description="known-content hash-list matches (the policy decides their action)"
+    )
+    evidence: dict[str, list[EvidenceSpan]] | None = Field(
+        default=None, description="per flagged label, the spans that drove it (when the request asked)"
     )
 
 

@@ -60,6 +60,7 @@ class ScoringService:
         collection: str,
         request: Request | None = None,
         request_id: str | None = None,
+        evidence: bool = False,
     ) -> Moderation:
         """Decide on `items` (each with its field path) under a policy.
 
@@ -72,7 +73,11 @@ class ScoringService:
             request_id = getattr(request.state, "request_id", None)
         try:
             outcome = await self.moderator.decide_async(
-                [item for item, _ in items], self.batcher, policy=policy_name, request_id=request_id
+                [item for item, _ in items],
+                self.batcher,
+                policy=policy_name,
+                evidence=evidence,
+                request_id=request_id,
             )
         except AuditUnavailableError as exc:
             raise AuditUnavailable(str(exc), retry_after=5) from None

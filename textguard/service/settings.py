@@ -77,6 +77,15 @@ class ServiceSettings(BaseSettings):
     )
     model_poll_seconds: float = Field(default=30.0, ge=0, description="registry/artefact poll period; 0=off")
 
+    # -- known content (textguard.known_content) ---------------------------------------------------
+    hash_lists: Path | None = Field(
+        default=None,
+        description="hash list store directory (`textguard hashes`); none = no known-content matching",
+    )
+    hash_lists_poll_seconds: float = Field(
+        default=2.0, gt=0, description="how often the hash list files are checked for changes"
+    )
+
     # -- meeting context (textguard.moderation.context): captions and chat --------------------------
     caption_window_segments: int = Field(
         default=5, ge=1, description="caption segments scored together, the current one included"
