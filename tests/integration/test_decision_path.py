@@ -330,6 +330,8 @@ def test_known_content_is_matched_audited_and_reported(server: Server) -> None:
     by_list = {item["key"]: item for item in report["by_known_content"]}
     assert by_list["test-manifestos/minhash"]["actions"]["review"] >= 1
     assert by_list["test-manifestos/exact"]["actions"]["block"] >= 1
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'textguard_known_content_matches_total{kind="minhash",list_id="test-manifestos"}' in metrics
 
 
 def test_caption_stream_reads_the_padded_threat_and_its_rows_carry_the_language(server: Server) -> None:
@@ -354,6 +356,84 @@ def test_caption_stream_evidence_spans_the_segments_of_a_split_threat(server: Se
     assert spans and all(
         {"e1": first, "e2": second}[s["message_id"]][s["start"] : s["end"]] == s["text"] for s in spans
     )
+
+
+def test_replicas_sharing_redis_join_a_speakers_messages(
+    threat_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/15", socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis server answers on 127.0.0.1:6379")
+    from serve_support import live_server
+
+    from textguard.service.app import create_app
+    from textguard.service.settings import ServiceSettings
+
+    def replica(name: str) -> Any:
+        settings = ServiceSettings(
+            model=str(threat_model),
+            audit_url=f"sqlite:///{tmp_path_factory.mktemp(name) / 'audit.db'}",
+            audit_hash_key=SecretStr("replicas"),
+            context_backend="redis",
+            context_redis_url="redis://127.0.0.1:6379/15",
+            model_poll_seconds=0,
+            warmup=False,
+        )
+        return create_app(settings)
+
+    first, second = split_pairs()[0]
+    meeting = f"replicas-{datetime.now(UTC).timestamp()}"  # Redis outlives the test run
+    with live_server(replica("a")) as url_a, live_server(replica("b")) as url_b:
+        for url, message_id, text in ((url_a, "r1", first), (url_b, "r2", second)):
+            message = {"id": message_id, "text": text, "meeting_id": meeting, "speaker_id": "alice"}
+            response = httpx.post(f"{url}/v1/score", json={"messages": [message]}, timeout=60)
+            assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    # The second message reached the other replica and was still read with the first.
+    assert result["labels"] == ["violent_threat"] and result["context"] == ["r1", "r2"]
+
+
+def test_cli_reads_an_archive_with_context_and_evidence(threat_model: Path, tmp_path: Path) -> None:
+    first, second = split_pairs()[1]
+    rows = [
+        {
+            "id": "a1",
+            "text": first,
+            "meeting_id": "m",
+            "speaker_id": "alice",
+            "sent_at": "2026-01-05T10:00:00Z",
+        },
+        {
+            "id": "a2",
+            "text": second,
+            "meeting_id": "m",
+            "speaker_id": "alice",
+            "sent_at": "2026-01-05T10:00:08Z",
+        },
+        {
+            "id": "b1",
+            "text": second,
+            "meeting_id": "m",
+            "speaker_id": "bob",
+            "sent_at": "2026-01-05T10:00:09Z",
+        },
+    ]
+    source, output = tmp_path / "archive.jsonl", tmp_path / "decided.parquet"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    args = ["score", "--model", str(threat_model), "--input", str(source), "--output", str(output)]
+    result = CliRunner().invoke(
+        cli, [*args, "--policy", str(POLICIES), "--context", "--evidence", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    out = pd.read_parquet(output)
+    assert out["action"].tolist()[0] == "allow" and out["action"].tolist()[2] == "allow"
+    assert list(out["flagged_labels"][1]) == ["violent_threat"] and list(out["context"][1]) == ["a1", "a2"]
+    spans = json.loads(out["evidence"][1])["violent_threat"]
+    texts = {"a1": first, "a2": second}
+    assert spans and all(texts[s["message_id"]][s["start"] : s["end"]] == s["text"] for s in spans)
+    assert json.loads(out["evidence"][0]) == {}
 
 
 # -- textguard score and parity ----------------------------------------------------------------------------
