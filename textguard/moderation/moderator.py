@@ -181,7 +181,9 @@ class Moderator:
             decisions = await anyio.to_thread.run_sync(self.explain, prepared, decisions, probabilities)
         if self.audit is not None:
             await self.audit.record(self.audit_records(decisions, model, chosen, request_id))
-        await anyio.to_thread.run_sync(self.settle, prepared, decisions, chosen)
+        if self._flagged_in_meetings(prepared, decisions):  # the store may be Redis: not on the loop
+            await anyio.to_thread.run_sync(self.forget_flagged, prepared, decisions)
+        self.count(decisions, chosen)
         return Moderation(model, chosen, decisions)
 
     # -- stages -----------------------------------------------------------------------------------
@@ -308,18 +310,35 @@ class Moderator:
 
     def settle(self, prepared: _Prepared, decisions: Sequence[ItemDecision], policy: Policy) -> None:
         """After the decisions are recorded: forget flagged speakers' context, count decisions and matches."""
-        for entry, decision in zip(prepared.entries, decisions, strict=True):
+        self.forget_flagged(prepared, decisions)
+        self.count(decisions, policy)
+
+    def forget_flagged(self, prepared: _Prepared, decisions: Sequence[ItemDecision]) -> None:
+        for entry, decision in self._flagged_in_meetings(prepared, decisions):
             item = decision.item
-            flagged = bool(decision.labels) or decision.action != "allow"
-            if entry is not None and self.context is not None and item.final and flagged:
-                assert item.meeting_id is not None and item.speaker_id is not None
-                self.context.forget(item.meeting_id, item.speaker_id, item.source, entry)
+            assert self.context is not None and item.meeting_id is not None and item.speaker_id is not None
+            self.context.forget(item.meeting_id, item.speaker_id, item.source, entry)
+
+    def count(self, decisions: Sequence[ItemDecision], policy: Policy) -> None:
         if self.metrics is not None:
             final = [decision for decision in decisions if decision.item.final]
             self.metrics.record_decisions(policy.name, ((d.labels, d.action) for d in final))
             self.metrics.record_matches(
                 (str(match.list_id), str(match.kind)) for d in final for match in d.matches
             )
+
+    def _flagged_in_meetings(
+        self, prepared: _Prepared, decisions: Sequence[ItemDecision]
+    ) -> list[tuple[ContextEntry, ItemDecision]]:
+        if self.context is None:
+            return []
+        return [
+            (entry, decision)
+            for entry, decision in zip(prepared.entries, decisions, strict=True)
+            if entry is not None
+            and decision.item.final
+            and (bool(decision.labels) or decision.action != "allow")
+        ]
 
     # -- helpers ----------------------------------------------------------------------------------
 
