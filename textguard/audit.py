@@ -300,15 +300,23 @@ class AuditStore:
 
     def create_tables(self) -> None:
         """Create the tables and indexes if missing (safe when several replicas start together)."""
-        try:
-            with self.engine.begin() as connection:
-                if self.dialect == "postgresql":
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-                metadata.create_all(connection)
-        except SQLAlchemyError as exc:
-            raise ConfigError(
-                f"cannot prepare the audit store at {safe_url(self.url)}: {_first_line(exc)}"
-            ) from None
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as connection:
+                    if self.dialect == "postgresql":
+                        connection.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                        )
+                    metadata.create_all(connection)
+                return
+            except SQLAlchemyError as exc:
+                # SQLite has no advisory lock: a worker process starting beside this one can create a
+                # table between create_all's check and its CREATE. Checking again then finds it.
+                if "already exists" in str(exc) and attempt < 2:
+                    continue
+                raise ConfigError(
+                    f"cannot prepare the audit store at {safe_url(self.url)}: {_first_line(exc)}"
+                ) from None
 
     def journal_mode(self) -> str | None:
         """SQLite journal mode (expected: wal); None on other backends."""
