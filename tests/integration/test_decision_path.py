@@ -334,6 +334,20 @@ def test_known_content_is_matched_audited_and_reported(server: Server) -> None:
     assert 'textguard_known_content_matches_total{kind="minhash",list_id="test-manifestos"}' in metrics
 
 
+def test_hash_lists_changed_while_serving_are_matched(server: Server, hash_store: Path) -> None:
+    from serve_support import wait_for
+
+    slogan = "the northern order will rise again at dawn"
+    assert server.score([{"id": "n1", "text": slogan}])["results"][0]["matches"] == []
+    args = ["hashes", "add", "--list", "test-slogans", "--text", slogan, "--store", str(hash_store)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+
+    def matched() -> bool:
+        return bool(server.score([{"id": "n2", "text": slogan.upper()}])["results"][0]["matches"])
+
+    wait_for(matched, timeout=30)  # the store is checked every hash_lists_poll_seconds (2 s)
+
+
 def test_caption_stream_reads_the_padded_threat_and_its_rows_carry_the_language(server: Server) -> None:
     frame = {"segment_id": "c1", "speaker_id": "spk", "text": padded_threat(), "start": 0, "end": 9}
     (reply,) = server.captions("captions-padded", [{**frame, "final": True}])
