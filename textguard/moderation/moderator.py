@@ -45,7 +45,7 @@ from textguard.moderation.decision import (
     Moderation,
     ServedModel,
 )
-from textguard.policy import Policy, PolicySet
+from textguard.policy import Policy, PolicySet, UnknownPolicyError
 from textguard.text import NormalizedText, normalize, normalize_with_offsets
 
 if TYPE_CHECKING:
@@ -125,8 +125,6 @@ class Moderator:
         """The named policy (the file's default for None); raises UnknownPolicyError."""
         if isinstance(self.policies, Policy):
             if name is not None and name != self.policies.name:
-                from textguard.policy import UnknownPolicyError
-
                 raise UnknownPolicyError(name, [self.policies.name])
             return self.policies
         return self.policies.get(name)
