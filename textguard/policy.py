@@ -26,16 +26,20 @@ calibrated threshold makes the policy *laxer* than the model for that label (con
 is allowed). A policy whose name marks it strict (`strict`, `strict-edu`, `school_strict`) is refused
 if it is laxer for any label; any other laxer policy needs `allow_laxer_than_model: true` and is
 logged as a warning whenever it is validated.
+A policy also decides what a known-content match (a hash list entry: see textguard.known_content) does,
+by kind of hash: `known_content: {exact: block, fuzzy: review}` are the defaults. An exact hash of the
+normalised text is the listed passage itself; a fuzzy (MinHash) match is a near copy that a person should
+look at before it is withheld.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, model_validator
 
@@ -45,6 +49,8 @@ from textguard.labels import LABELS, TAXONOMY_VERSION
 from textguard.paths import project_root
 
 Action = Literal["allow", "review", "block"]
+#: Actions from weakest to strongest: a decision takes the strongest that anything triggers.
+ACTION_ORDER: tuple[Action, ...] = ("allow", "review", "block")
 POLICY_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 DEFAULT_POLICY_PATH = Path("configs/policies/default.yaml")
 
@@ -59,7 +65,7 @@ class UnknownPolicyError(TextguardError):
 
 
 #: `review: model` defers to the threshold in the model spec.
-MODEL_THRESHOLD = "model"
+MODEL_THRESHOLD: Literal["model"] = "model"
 
 
 class LabelThresholds(StrictModel):
@@ -73,11 +79,29 @@ class LabelThresholds(StrictModel):
         return self
 
 
+class KnownContentActions(StrictModel):
+    """What a match against a known-content hash list does, by kind of hash."""
+
+    exact: Action = "block"
+    #: Any near-duplicate hash (MinHash): lightly edited copies of a listed text.
+    fuzzy: Action = "review"
+
+
+class KnownContentMatch(Protocol):
+    """What a policy needs to know of a hash-list match (textguard.known_content.HashMatch)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def label(self) -> str | None: ...
+
+
 class PolicyConfig(StrictModel):
     description: str = ""
     thresholds: dict[str, LabelThresholds]
     #: Review thresholds above the model's own are intended (e.g. a newsroom policy); see the docstring.
     allow_laxer_than_model: bool = False
+    known_content: KnownContentActions = Field(default_factory=KnownContentActions)
 
     @model_validator(mode="after")
     def _covers_the_taxonomy(self) -> PolicyConfig:
@@ -125,6 +149,7 @@ class Policy:
     review: dict[str, float | Literal["model"]]
     block: dict[str, float | None]
     allow_laxer_than_model: bool = False
+    known_content: KnownContentActions = field(default_factory=KnownContentActions)
 
     def review_thresholds(self, model_thresholds: Mapping[str, float] | None) -> dict[str, float]:
         """Numeric review thresholds, `model` entries taken from the model spec's thresholds."""
@@ -141,17 +166,40 @@ class Policy:
         return resolved
 
     def decide(
-        self, scores: dict[str, float], model_thresholds: Mapping[str, float] | None = None
+        self,
+        scores: dict[str, float],
+        model_thresholds: Mapping[str, float] | None = None,
+        matches: Sequence[KnownContentMatch] = (),
     ) -> Decision:
-        """The strongest action any label triggers: block > review > allow."""
+        """The strongest action any label or known-content match triggers: block > review > allow.
+
+        A match the policy does not allow also flags the label its list entry carries (a taxonomy label).
+        """
         review = self.review_thresholds(model_thresholds)
         blocked_labels = [
             label for label in LABELS if (limit := self.block[label]) is not None and scores[label] >= limit
         ]
-        flagged = [label for label in LABELS if scores[label] >= review[label] or label in blocked_labels]
-        blocked = bool(blocked_labels)
-        action: Action = "block" if blocked else "review" if flagged else "allow"
-        return Decision(labels=flagged, action=action)
+        flagged = {label for label in LABELS if scores[label] >= review[label] or label in blocked_labels}
+        action: Action = "block" if blocked_labels else "review" if flagged else "allow"
+        for match in matches:
+            match_action = self.match_action(match)
+            if match_action != "allow":
+                action = max(action, match_action, key=ACTION_ORDER.index)
+                flagged |= {match.label} & set(LABELS) if match.label else set()
+        return Decision(labels=[label for label in LABELS if label in flagged], action=action)
+
+    def match_action(self, match: KnownContentMatch) -> Action:
+        return self.known_content.exact if match.kind == "exact" else self.known_content.fuzzy
+
+    @classmethod
+    def from_model_thresholds(cls) -> Policy:
+        """Flag (review) at the model's own thresholds, never block: decisions without a policy file."""
+        return cls(
+            name="model",
+            description="the model's own thresholds (no policy file given)",
+            review=dict.fromkeys(LABELS, MODEL_THRESHOLD),
+            block=dict.fromkeys(LABELS, None),
+        )
 
     def describe(self) -> dict[str, object]:
         return {
@@ -159,6 +207,7 @@ class Policy:
             "thresholds": {
                 label: {"review": self.review[label], "block": self.block[label]} for label in LABELS
             },
+            "known_content": self.known_content.model_dump(),
         }
 
 
@@ -191,6 +240,7 @@ class PolicySet:
                 review={label: policy.thresholds[label].review for label in LABELS},
                 block={label: policy.thresholds[label].block for label in LABELS},
                 allow_laxer_than_model=policy.allow_laxer_than_model,
+                known_content=policy.known_content,
             )
             for name, policy in config.policies.items()
         }

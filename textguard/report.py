@@ -8,7 +8,8 @@ The period is a range of whole UTC days, both ends included.
 The figures follow what Christchurch Call / GIFCT-style transparency reports publish: how many items
 the automated system assessed, how many it flagged, what action followed (allow / review / block),
 broken down by harm category (label), language, surface (chat or caption) and day, plus which model
-versions and policies made the decisions and how many meetings were affected.
+versions and policies made the decisions, how many meetings were affected, and how many decisions
+matched a known-content hash list (by list and hash kind).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from textguard.errors import DataError
 from textguard.labels import LABELS, TAXONOMY_VERSION
 
 if TYPE_CHECKING:
-    from textguard.service.audit import AuditStore
+    from textguard.audit import AuditStore
 
 #: Actions every report lists, even at zero, so reports of different periods line up.
 ACTIONS: tuple[str, ...] = ("allow", "review", "block")
@@ -63,6 +64,10 @@ class TransparencyReport(BaseModel):
     by_source: list[Breakdown]
     by_day: list[Breakdown]
     by_policy: list[Breakdown]
+    by_known_content: list[Breakdown] = Field(
+        default_factory=list,
+        description="decisions that matched a known-content hash list, per `list_id/kind`",
+    )
     model_versions: list[ModelUsage]
 
 
@@ -98,8 +103,9 @@ def _breakdowns(rows: Iterable[Any], *, ordered_keys: Sequence[str] = ()) -> lis
 
 def aggregate(store: AuditStore, since: date, until: date) -> TransparencyReport:
     """Count the decisions made between `since` and `until` (inclusive UTC days)."""
-    from textguard.service.audit import decisions_table as d
-    from textguard.service.audit import labels_table as lbl
+    from textguard.audit import decisions_table as d
+    from textguard.audit import labels_table as lbl
+    from textguard.audit import matches_table as mt
 
     start, end = period_bounds(since, until)
     in_period: ColumnElement[bool] = and_(d.c.created_at >= start, d.c.created_at < end)
@@ -124,6 +130,19 @@ def aggregate(store: AuditStore, since: date, until: date) -> TransparencyReport
             by_source = connection.execute(grouped(d.c.source)).all()
             by_day = connection.execute(grouped(d.c.day)).all()
             by_policy = connection.execute(grouped(d.c.policy)).all()
+            # Distinct decisions: one message can match several entries of one list.
+            by_known_content = connection.execute(
+                select(
+                    mt.c.list_id,
+                    mt.c.kind,
+                    d.c.action,
+                    func.count(func.distinct(d.c.decision_id)),
+                    func.count(func.distinct(case((d.c.label_count > 0, d.c.decision_id)))),
+                )
+                .select_from(mt.join(d, mt.c.decision_id == d.c.decision_id))
+                .where(in_period)
+                .group_by(mt.c.list_id, mt.c.kind, d.c.action)
+            ).all()
             meetings = connection.execute(
                 select(func.count(func.distinct(d.c.meeting_hash))).where(in_period)
             ).scalar_one()
@@ -159,6 +178,10 @@ def aggregate(store: AuditStore, since: date, until: date) -> TransparencyReport
         by_source=_breakdowns(by_source),
         by_day=days,
         by_policy=_breakdowns(by_policy),
+        by_known_content=_breakdowns(
+            (f"{list_id}/{kind}", action, decisions, flagged_count)
+            for list_id, kind, action, decisions, flagged_count in by_known_content
+        ),
         model_versions=sorted(
             (
                 ModelUsage(
@@ -190,6 +213,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("by_source", "source"),
     ("by_day", "day"),
     ("by_policy", "policy"),
+    ("by_known_content", "known-content list"),
 )
 
 

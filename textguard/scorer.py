@@ -1,12 +1,23 @@
-"""The one scoring path: texts -> normalise -> tokenise -> length-sorted batches -> logits -> decisions.
+"""The one scoring path: texts -> normalise -> tokenise into windows -> length-sorted batches -> logits ->
+calibrated probabilities, the maximum over a text's windows per label.
 
 Training metrics, evaluation, the HTTP service, the caption stream and batch scoring all go through
-`Scorer` (or, for logits a Trainer already computed, through the same `postprocess` functions).
+`Scorer` (or, for logits a Trainer already computed, through the same `postprocess` functions). Decisions
+(policy, context, known content, audit) are made around it by `textguard.moderation.Moderator`.
+
+Windows: a text longer than the model's max_length is read in overlapping windows (see
+`encoding.encode_windows`) and each label takes its highest window, so words past the first max_length
+tokens are scored too. The maximum of logits and the maximum of probabilities pick the same window
+(temperature scaling and the sigmoid are increasing), so calibration fitted on `logits()` holds for
+`predict_proba()`.
+
+Fail closed: a non-finite logit anywhere raises `InvalidScoresError` instead of becoming a score.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +32,60 @@ from textguard.backends import (
     OnnxBackend,
     TorchBackend,
 )
-from textguard.encoding import backend_tokenizer, encode, load_tokenizer, pad_batch, plan_batches
-from textguard.errors import ModelLoadError
+from textguard.encoding import (
+    EncodedWindows,
+    backend_tokenizer,
+    encode,
+    encode_windows,
+    load_tokenizer,
+    pad_batch,
+    plan_batches,
+    untruncated_copy,
+)
+from textguard.errors import InvalidScoresError, ModelLoadError
 from textguard.postprocess import Prediction, probabilities, to_predictions
 from textguard.spec import ModelSpec, load_spec, verify_artifact
 
 DEFAULT_BATCH_SIZE = 32
 #: Padded tokens per forward pass (batch x longest): bounds memory for long inputs.
 DEFAULT_MAX_TOKENS = 32 * 128
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """Calibrated probabilities of every window of some texts, and which text each window belongs to."""
+
+    #: [windows, labels]
+    probabilities: np.ndarray
+    #: [windows] index of the text each window belongs to (a text's windows are contiguous)
+    owner: np.ndarray
+    #: [start, end) character span of each window in its text's normalised form
+    spans: list[tuple[int, int]]
+    n_texts: int
+
+    def per_text(self) -> np.ndarray:
+        """[texts, labels]: each label's highest window."""
+        out = np.full((self.n_texts, self.probabilities.shape[1]), -np.inf)
+        np.maximum.at(out, self.owner, self.probabilities)
+        return out
+
+    def windows_of(self, text: int) -> np.ndarray:
+        return np.flatnonzero(self.owner == text)
+
+    def best_window(self, text: int, label: int) -> int:
+        """Global index of the window that gives `text` its score for `label` (the first, on ties)."""
+        windows = self.windows_of(text)
+        return int(windows[int(np.argmax(self.probabilities[windows, label]))])
+
+    def select(self, first_text: int, n_texts: int) -> WindowScores:
+        """The windows of texts [first_text, first_text + n_texts), renumbered from 0."""
+        rows = np.flatnonzero((self.owner >= first_text) & (self.owner < first_text + n_texts))
+        return WindowScores(
+            self.probabilities[rows],
+            self.owner[rows] - first_text,
+            [self.spans[row] for row in rows],
+            n_texts,
+        )
 
 
 class Scorer:
@@ -44,6 +101,8 @@ class Scorer:
     ) -> None:
         self.spec = spec
         self.tokenizer = backend_tokenizer(tokenizer)
+        # Windows read whole texts: a private copy that never truncates (see encoding.untruncated_copy).
+        self.window_tokenizer = untruncated_copy(self.tokenizer)
         self.backend = backend
         self.source = source
         self.max_batch_size = max_batch_size
@@ -95,24 +154,63 @@ class Scorer:
     # -- the scoring path -------------------------------------------------------------------------
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """One truncated sequence per text (its first window): what training sees, and warm-ups use."""
         return encode(texts, self.tokenizer, self.spec.max_length)["input_ids"]
 
-    def logits_from_ids(self, input_ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """Logits [n, labels] in input order, computed in length-sorted, token-bounded batches."""
-        out = np.zeros((len(input_ids), len(self.spec.labels)), dtype=np.float32)
+    def windows(self, texts: Sequence[str]) -> EncodedWindows:
+        """Normalise and tokenise whole texts into windows of the model's max_length."""
+        return encode_windows(texts, self.window_tokenizer, self.spec.max_length)
+
+    def iter_logits(
+        self, input_ids: Sequence[Sequence[int]], max_batch_size: int | None = None
+    ) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(indices, logits) per forward pass, in length-sorted, token-bounded batches.
+
+        Every batch is checked before it is handed on: a non-finite logit raises InvalidScoresError.
+        """
         lengths = [len(ids) for ids in input_ids]
-        for batch in plan_batches(lengths, self.max_batch_size, self.max_tokens):
+        for batch in plan_batches(lengths, max_batch_size or self.max_batch_size, self.max_tokens):
             ids, mask = pad_batch([input_ids[index] for index in batch], self.spec.pad_token_id)
-            out[batch] = self.backend(ids, mask)
+            logits = np.asarray(self.backend(ids, mask))
+            if not np.isfinite(logits).all():
+                raise InvalidScoresError("the model produced invalid scores; the texts were not scored")
+            yield batch, logits
+
+    def iter_probabilities(
+        self, input_ids: Sequence[Sequence[int]], max_batch_size: int | None = None
+    ) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(indices, calibrated probabilities) per forward pass; see `iter_logits`."""
+        for batch, logits in self.iter_logits(input_ids, max_batch_size):
+            yield batch, probabilities(logits, self.spec)
+
+    def logits_from_ids(self, input_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Logits [n, labels] in input order, one row per id sequence."""
+        out = np.zeros((len(input_ids), len(self.spec.labels)), dtype=np.float32)
+        for batch, logits in self.iter_logits(input_ids):
+            out[batch] = logits
         return out
 
+    def score_windows(self, texts: Sequence[str]) -> WindowScores:
+        """Calibrated probabilities of every window of `texts`."""
+        windows = self.windows(texts)
+        probs = np.zeros((len(windows), len(self.spec.labels)), dtype=np.float64)
+        for batch, values in self.iter_probabilities(windows.input_ids):
+            probs[batch] = values
+        return WindowScores(probs, np.asarray(windows.owner, dtype=np.int64), windows.spans, len(texts))
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Logits [n, labels]: per label, the text's highest window (what calibration is fitted on)."""
         if not texts:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
-        return self.logits_from_ids(self.encode(texts))
+        windows = self.windows(texts)
+        out = np.full((len(texts), len(self.spec.labels)), -np.inf, dtype=np.float32)
+        owner = np.asarray(windows.owner, dtype=np.int64)
+        for batch, logits in self.iter_logits(windows.input_ids):
+            np.maximum.at(out, owner[batch], logits)
+        return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Calibrated probabilities [n, labels] (temperature from the spec)."""
+        """Calibrated probabilities [n, labels] (temperature from the spec), whole texts covered."""
         return probabilities(self.logits(texts), self.spec)
 
     def score(self, texts: Sequence[str]) -> list[Prediction]:

@@ -202,3 +202,9 @@ def _is_safetensors(path: Path) -> bool:
         except (UnicodeDecodeError, ValueError):
             return False
     return isinstance(header, dict)
+
+
+def spec_fingerprint(spec: ModelSpec) -> str:
+    """Short digest of a spec (its file checksums included): the version of a model outside a registry."""
+    payload = spec.model_dump_json(exclude={"created_at"}).encode("utf-8")
+    return hashlib.sha256(payload).hexdigest()[:12]

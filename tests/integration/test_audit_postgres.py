@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from textguard.audit import AuditRecord, AuditStore, decisions_table, labels_table, matches_table
 from textguard.report import aggregate
-from textguard.service.audit import AuditRecord, AuditStore, decisions_table, labels_table
 
 pytestmark = pytest.mark.postgres
 
@@ -92,7 +93,8 @@ def count(store: AuditStore) -> int:
 def test_tables_land_in_the_test_schema_with_indexes(pg_schema: tuple[str, str]) -> None:
     url, schema = pg_schema
     store = AuditStore(url, hash_key=KEY, schema=schema)
-    store.record_sync([make_record(0, "a")])
+    match = {"list_id": "gifct", "list_version": 3, "kind": "minhash", "hash_id": "h1", "distance": 12}
+    store.record_sync([replace(make_record(0, "a"), matches=[{**match, "label": "violent_threat"}])])
     with store.engine.connect() as connection:
         tables = connection.exec_driver_sql(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %(s)s", {"s": schema}
@@ -100,7 +102,9 @@ def test_tables_land_in_the_test_schema_with_indexes(pg_schema: tuple[str, str])
         indexes = connection.exec_driver_sql(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %(s)s", {"s": schema}
         ).scalars()
-        assert set(tables) == {"audit_decisions", "audit_labels"}
+        assert set(tables) == {"audit_decisions", "audit_labels", "audit_matches"}
+        (stored,) = connection.execute(select(matches_table)).mappings().all()
+        assert (stored["list_id"], stored["kind"], stored["distance"]) == ("gifct", "minhash", 12.0)
         assert "ix_audit_decisions_created_at" in set(indexes)
         row = connection.execute(select(decisions_table)).mappings().one()
     assert row["text"] is None and row["message_hash"] == store.hash_message_id("a-0")

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from textguard.batch import PREDICTED_COLUMN, read_input, score_file
+from textguard.batch import PREDICTED_COLUMN, ContextColumns, read_input, score_file
 from textguard.errors import DataError
 from textguard.labels import LABELS
+from textguard.paths import project_root
+from textguard.policy import UnknownPolicyError
 from textguard.scorer import Scorer
 
 ROWS = [
@@ -62,19 +64,42 @@ def test_jsonl_in_jsonl_and_parquet_out(tiny_artifact: Path, tmp_path: Path, ref
 def test_txt_input_keeps_line_numbers_and_actions_come_from_a_policy(
     tiny_artifact: Path, tmp_path: Path
 ) -> None:
+    from textguard.policy import PolicySet
+
     source = tmp_path / "captions.txt"
     source.write_text("first line\n\nthird line\n", encoding="utf-8")
+    policies = project_root() / "configs/policies/default.yaml"
     summary = score_file(
-        tiny_artifact,
-        source,
-        tmp_path / "out.jsonl",
-        action=lambda prediction: "review" if prediction.labels else "allow",
-        progress=False,
+        tiny_artifact, source, tmp_path / "out.jsonl", policy_file=policies, policy="strict", progress=False
     )
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [record["line"] for record in records] == [1, 3]
-    assert all(record["action"] in ("review", "allow") for record in records)
+    strict = PolicySet.load(policies).get("strict")
+    for record in records:
+        decision = strict.decide({label: record[f"score_{label}"] for label in LABELS})
+        assert (record["action"], record["flagged_labels"]) == (decision.action, decision.labels)
     assert sum((summary.actions or {}).values()) == 2
+    with pytest.raises(UnknownPolicyError, match="nonesuch"):
+        score_file(tiny_artifact, source, tmp_path / "x.jsonl", policy_file=policies, policy="nonesuch")
+
+
+def test_context_scores_a_speakers_recent_rows_together(tiny_artifact: Path, tmp_path: Path) -> None:
+    rows = [
+        {"id": "a1", "text": "first part", "meeting_id": "m", "speaker_id": "a", "sent_at": 0},
+        {"id": "b1", "text": "other speaker", "meeting_id": "m", "speaker_id": "b", "sent_at": 1},
+        {"id": "a2", "text": "second part", "meeting_id": "m", "speaker_id": "a", "sent_at": 5},
+        {"id": "a3", "text": "an hour later", "meeting_id": "m", "speaker_id": "a", "sent_at": 3605},
+        {"id": "x", "text": "no meeting", "meeting_id": "", "speaker_id": "", "sent_at": 3606},
+    ]
+    source = tmp_path / "chat.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    score_file(tiny_artifact, source, tmp_path / "out.jsonl", context=ContextColumns(), progress=False)
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["context"] for row in out] == [["a1"], ["b1"], ["a1", "a2"], ["a3"], ["x"]]
+    iso = source.read_text().replace('"sent_at": 0', '"sent_at": "yesterday"')
+    source.write_text(iso, encoding="utf-8")
+    with pytest.raises(DataError, match=r"'sent_at' must hold epoch seconds or ISO-8601.*data row 1"):
+        score_file(tiny_artifact, source, tmp_path / "y.jsonl", context=ContextColumns(), progress=False)
 
 
 def test_input_errors_name_file_and_row(tiny_artifact: Path, tmp_path: Path) -> None:
@@ -142,8 +167,8 @@ def test_score_with_a_policy_checks_it_against_the_model_first(
         source,
         tmp_path / "strict.jsonl",
         progress=False,
-        policies=shipped,
-        policy_name="strict",
+        policy_file=project_root() / DEFAULT_POLICY_PATH,
+        policy="strict",
     )
     out = pd.read_json(tmp_path / "strict.jsonl", lines=True)
     thresholds = Scorer.from_artifact(tiny_artifact).spec.thresholds

@@ -1,23 +1,16 @@
 """Live captions over a real WebSocket: `create_app` served by uvicorn on 127.0.0.1, `websockets` client.
 
-The split-threat test needs a model that actually knows a threat from its halves, and tiny random
-models know nothing. No mocks and no hand-set weights: the fixture FINE-TUNES a tiny BERT for a few
-seconds (real gradient descent, fixed seed) on the `threat_split_caption_h` rows of the meeting
-functional suite, where each test case is two caption segments joined by " || ". Positives are the two
-segments joined with a space (exactly how the service builds a window), alone or after a benign caption;
-negatives are each half alone, the halves next to unrelated benign captions, and benign captions alone
-and in pairs.
-It is then saved with `save_artifact` and served by `create_app` like any model. The test first checks
-through the scorer that each half alone is below the review threshold and the joined text above it, so
-the WebSocket assertions can only pass if the service really joins the speaker's earlier final segment
-with the current one, and attributes the flag to the second segment. What this does not show is that a
-production model generalises to unseen split threats: that is the evaluation suite's job.
+The split-threat tests need a model that actually knows a threat from its halves: the session's
+`threat_model` (tests/threat_model.py) is fine-tuned for a few seconds on the split-caption rows of the
+meeting functional suite and served by `create_app` like any model. The tests first check through the
+scorer that each half alone is below the review threshold and the joined text above it, so the WebSocket
+assertions can only pass if the service really joins the speaker's earlier final segment with the current
+one, and attributes the flag to the second segment.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,82 +20,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from threat_model import REVIEW, padding, split_pairs
 
-from textguard.paths import project_root
-from textguard.service.audit import decisions_table
+from textguard.audit import decisions_table
 
-SUITE = Path("textguard/resources/suites/meeting_functional.csv")
 API_KEY = "tg_test-caption-stream-key"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
-REVIEW = 0.5  # the default policy's review threshold for every label
-
-
-def suite_rows() -> list[dict[str, str]]:
-    with (project_root() / SUITE).open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def split_pairs() -> list[tuple[str, str]]:
-    pairs = []
-    for row in suite_rows():
-        if row["functionality"] == "threat_split_caption_h":
-            first, second = row["test_case"].split(" || ")
-            pairs.append((first, second))
-    return pairs
-
-
-def benign_captions() -> list[str]:
-    return [
-        row["test_case"].replace(" || ", " ")
-        for row in suite_rows()
-        if row["functionality"] == "caption_benign_nh"
-    ]
-
-
-def train_split_threat_model(directory: Path) -> Path:
-    """Fine-tune a tiny BERT on the split-caption pattern (see the module docstring) and save it."""
-    import numpy as np
-    import torch
-
-    from textguard.artifact import build_spec, save_artifact
-    from textguard.labels import label2id
-    from textguard.text import normalize
-    from textguard.training.tiny_model import build_tiny_model
-
-    pairs, benign = split_pairs(), benign_captions()
-    assert len(pairs) >= 10 and len(benign) >= 10, "the meeting suite lost its caption rows"
-    corpus_file = Path(__file__).parents[1] / "data" / "tokenizer_corpus.txt"
-    corpus = [line for line in corpus_file.read_text(encoding="utf-8").splitlines() if line]
-    positives = [f"{a} {b}" for a, b in pairs]
-    positives += [f"{benign[(i + 3) % len(benign)]} {a} {b}" for i, (a, b) in enumerate(pairs)]
-    negatives = [a for a, _ in pairs] + [b for _, b in pairs] + benign + corpus
-    negatives += [f"{a} {benign[i % len(benign)]}" for i, (a, _) in enumerate(pairs)]
-    negatives += [f"{benign[i % len(benign)]} {b}" for i, (_, b) in enumerate(pairs)]
-    negatives += [f"{benign[i]} {benign[(i + 1) % len(benign)]}" for i in range(len(benign))]
-
-    torch.set_num_threads(1)  # the CI machine is small and shared; one thread is the fastest here
-    model, tokenizer = build_tiny_model("bert", corpus + positives + benign, vocab_size=1000, max_length=64)
-    texts = [normalize(text) for text in positives + negatives]
-    targets = np.zeros((len(texts), 3), dtype=np.float32)
-    targets[: len(positives), label2id["violent_threat"]] = 1.0
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    labels = torch.tensor(targets)
-    torch.manual_seed(0)
-    model.eval()  # no dropout: a few hundred deterministic full-batch steps
-    for _step in range(400):
-        optimizer.zero_grad()
-        loss = loss_fn(model(**batch).logits, labels)
-        loss.backward()
-        optimizer.step()
-        if float(loss.detach()) < 0.03:
-            break
-    spec = build_spec(
-        max_length=64, pad_token_id=tokenizer.pad_token_id, base_model="tiny-bert-split-captions"
-    )
-    save_artifact(model, tokenizer, spec, directory)
-    return directory
 
 
 @dataclass
@@ -122,8 +45,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def split_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_split_threat_model(tmp_path_factory.mktemp("split-model") / "model")
+def split_model(threat_model: Path) -> Path:
+    return threat_model
 
 
 @pytest.fixture(scope="module")
@@ -150,17 +73,20 @@ def server(split_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield Server(base_url, base_url.replace("http://", "ws://"), app)
 
 
-def segment(segment_id: str, speaker: str, text: str, start: float, *, final: bool = True) -> str:
-    return json.dumps(
-        {
-            "segment_id": segment_id,
-            "speaker_id": speaker,
-            "text": text,
-            "start": start,
-            "end": start + 3,
-            "final": final,
-        }
-    )
+def segment(
+    segment_id: str, speaker: str, text: str, start: float, *, final: bool = True, language: str | None = None
+) -> str:
+    frame: dict[str, Any] = {
+        "segment_id": segment_id,
+        "speaker_id": speaker,
+        "text": text,
+        "start": start,
+        "end": start + 3,
+        "final": final,
+    }
+    if language is not None:
+        frame["language"] = language
+    return json.dumps(frame)
 
 
 async def exchange(
@@ -211,7 +137,13 @@ def test_a_threat_split_over_two_segments_is_flagged_on_the_second(server: Serve
     assert one["action"] == "allow" and one["labels"] == [] and one["window_segments"] == ["s1"]
     assert two["labels"] == ["violent_threat"] and two["action"] in ("review", "block")
     assert two["window_segments"] == ["s1", "s2"] and two["scores"]["violent_threat"] >= REVIEW
-    assert set(two) == {"segment_id", "speaker_id", "final", "scores", "labels", "action", "window_segments"}
+    assert set(two) == {
+        "segment_id", "speaker_id", "final", "scores", "labels", "action", "window_segments", "windows",
+        "matches",
+    }  # fmt: skip
+    # The window that fired covers both segments: the threat was read across them.
+    fired = two["windows"]["violent_threat"]
+    assert fired["messages"] == ["s1", "s2"] and fired["context"] is True and two["matches"] == []
 
     # Both FINAL decisions were audited before the answers came back; the interim one was not.
     rows = server.audit_rows()[before:]
@@ -223,6 +155,18 @@ def test_a_threat_split_over_two_segments_is_flagged_on_the_second(server: Serve
     assert rows[1]["meeting_hash"] == audit.hash_meeting_id("meeting-split")
     assert rows[1]["text_hash"] == audit.hash_text(second)
     assert rows[1]["model_name"] == "textguard" and rows[1]["model_version"]
+    # Caption rows carry their language (detected here: the frames did not say).
+    assert [row["language"] for row in rows] == ["en", "en"]
+
+
+def test_caption_audit_rows_carry_the_language_the_client_gave(server: Server) -> None:
+    before = len(server.audit_rows())
+    stream(
+        server,
+        "meeting-language",
+        [segment("g1", "spk", "on se retrouve à quinze heures pour le point", 0, language="fr")],
+    )
+    assert [row["language"] for row in server.audit_rows()[before:]] == ["fr"]
 
 
 def test_the_window_is_per_speaker(server: Server) -> None:
@@ -260,27 +204,38 @@ def test_after_a_flag_the_window_starts_afresh(server: Server) -> None:
     assert replies[2]["window_segments"] == ["r3"] and replies[2]["action"] == "allow"
 
 
-def test_a_long_window_is_trimmed_so_the_current_segment_is_scored(server: Server, split_model: Path) -> None:
+def test_a_threat_after_a_long_preamble_in_one_segment_is_read(server: Server, split_model: Path) -> None:
+    from textguard.postprocess import probabilities
     from textguard.scorer import Scorer
 
-    benign = benign_captions()
-    earlier = f"{benign[4]} {benign[5]}"
-    current = " ".join(benign[:4])
+    first, second = split_pairs()[0]
+    padded = f"{padding(400)} {first} {second}"
     scorer = Scorer.from_artifact(split_model)
-    # Preconditions: the earlier segment (a benign pair the model was trained on) is allowed, so it stays
-    # in the window, and the two segments together do not fit the model's 64 tokens.
-    assert scorer.predict_proba([earlier]).max() < REVIEW
-    assert len(scorer.encode([f"{earlier} {current}"])[0]) >= scorer.spec.max_length
+    # Preconditions: the model flags the bare threat, and reading only the first max_length tokens (what
+    # truncation did) misses it behind the preamble.
+    assert scorer.predict_proba([f"{first} {second}"])[0, 0] >= REVIEW
+    assert probabilities(scorer.logits_from_ids(scorer.encode([padded])), scorer.spec)[0, 0] < REVIEW
+    (reply,) = stream(server, "meeting-padded", [segment("p1", "spk", padded, 0)])
+    assert reply["labels"] == ["violent_threat"] and reply["action"] in ("review", "block")
+    fired = reply["windows"]["violent_threat"]
+    assert fired["context"] is False and fired["count"] > 1 and fired["index"] > 0
+
+
+def test_a_long_earlier_segment_does_not_hide_the_current_one(server: Server) -> None:
+    # The joined window is read whole (in windows), so a long earlier segment cannot push the current
+    # segment out of what the model reads.
+    first, second = split_pairs()[1]
     replies = stream(
-        server, "meeting-long", [segment("l0", "spk", earlier, 0), segment("l1", "spk", current, 3)]
+        server,
+        "meeting-long",
+        [segment("l0", "spk", f"{padding(400)} {first}", 0), segment("l1", "spk", second, 3)],
     )
     assert replies[0]["action"] == "allow" and replies[0]["window_segments"] == ["l0"]
-    # The tokenizer would cut the end, i.e. the current segment: the oldest segment is dropped instead.
-    assert replies[1]["window_segments"] == ["l1"]
+    assert replies[1]["window_segments"] == ["l0", "l1"] and replies[1]["labels"] == ["violent_threat"]
 
 
 def test_a_named_policy_applies(server: Server) -> None:
-    first, second = split_pairs()[4]
+    first, second = split_pairs()[0]
     replies = stream(
         server,
         "meeting-monitor",

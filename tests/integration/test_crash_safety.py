@@ -27,8 +27,8 @@ import pytest
 from serve_support import free_port
 from sqlalchemy import select
 
+from textguard.audit import AuditStore, decisions_table
 from textguard.paths import project_root
-from textguard.service.audit import AuditStore, decisions_table
 
 KEY = "crash-test-hash-key"
 WORDS = [
@@ -66,7 +66,7 @@ def test_commits_a_writer_reported_survive_its_sigkill(tmp_path: Path) -> None:
     writer = textwrap.dedent(
         f"""
         import sys
-        from textguard.service.audit import AuditRecord, AuditStore
+        from textguard.audit import AuditRecord, AuditStore
         store = AuditStore("sqlite:///{db}", hash_key="{KEY}")
         scores = {{"violent_threat": 0.1, "extremist_glorification": 0.1, "hate_dehumanization": 0.1}}
         n = 0

@@ -405,12 +405,23 @@ def _nan_classifier(artifact: Path) -> None:
     refresh_checksums(artifact)
 
 
+def test_a_model_whose_warm_up_gives_non_finite_scores_is_never_served(
+    tiny_artifact_copy: Path, tmp_path: Path
+) -> None:
+    _nan_classifier(tiny_artifact_copy)
+    with TestClient(create_app(_settings(tiny_artifact_copy, tmp_path))) as client:
+        wait_for(lambda: "invalid scores" in client.get("/readyz").text)
+        assert client.get("/readyz").status_code == 503
+        assert client.post("/v1/score", json=BODY).json()["error"]["type"] == "not_ready"
+
+
 def test_non_finite_scores_never_become_a_decision(tiny_artifact_copy: Path, tmp_path: Path) -> None:
+    # Without a warm-up the broken model is served: the scorer's check on every forward must catch it.
     _nan_classifier(tiny_artifact_copy)
     segment = {"segment_id": "s1", "speaker_id": "a", "text": "hello", "start": 0, "end": 1, "final": True}
     with (
         Records("textguard.service.batcher") as logs,
-        TestClient(create_app(_settings(tiny_artifact_copy, tmp_path))) as client,
+        TestClient(create_app(_settings(tiny_artifact_copy, tmp_path, warmup=False))) as client,
     ):
         wait_for(lambda: client.get("/readyz").status_code == 200)
         scored = client.post("/v1/score", json=BODY)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from textguard.audit import AuditRecord, AuditStore
 from textguard.errors import DataError
 from textguard.report import aggregate, to_csv, to_markdown
-from textguard.service.audit import AuditRecord, AuditStore
 
 SINCE, UNTIL = date(2025, 3, 1), date(2025, 3, 2)
 SCORES = {"violent_threat": 0.1, "extremist_glorification": 0.1, "hate_dehumanization": 0.1}

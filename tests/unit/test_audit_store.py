@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select, text
 
-from textguard.service.audit import (
+from textguard.audit import (
     AuditRecord,
     AuditStore,
     AuditUnavailableError,
@@ -122,7 +122,7 @@ def test_key_and_password_never_show_in_repr(tmp_path: Path) -> None:
     store = AuditStore(f"sqlite:///{tmp_path / 'a.db'}", hash_key=SecretStr("super-secret-key"))
     assert "super-secret-key" not in repr(store)
     store.close()
-    from textguard.service.audit import safe_url
+    from textguard.audit import safe_url
 
     assert "hunter2" not in safe_url("postgresql+psycopg://user:hunter2@db.example/audit")
 
@@ -229,3 +229,27 @@ def test_two_stores_on_one_sqlite_file_write_concurrently(tmp_path: Path) -> Non
     assert hashes == {stores[0].hash_message_id(f"msg-{i}") for i in range(160)}
     for store in stores:
         store.close()
+
+
+def test_stores_opened_at_once_on_one_sqlite_file_all_start(tmp_path: Path) -> None:
+    # `textguard serve --workers N` opens the store in N processes at the same moment; SQLite has no
+    # advisory lock, so a table can appear between one opener's check and its CREATE.
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            AuditStore(url, hash_key="k").close()
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []

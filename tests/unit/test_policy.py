@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import yaml
 from textguard.errors import ConfigError
 from textguard.labels import LABELS
 from textguard.paths import project_root
-from textguard.policy import DEFAULT_POLICY_PATH, PolicySet, UnknownPolicyError
+from textguard.policy import DEFAULT_POLICY_PATH, Decision, PolicySet, UnknownPolicyError
 
 
 def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
@@ -147,7 +148,11 @@ def test_describe_lists_every_policy_and_threshold(tmp_path: Path) -> None:
     described = PolicySet.load(_write(tmp_path, _policy_file())).describe()
     assert described["default"] == "base"
     assert described["policies"] == {
-        "base": {"description": "", "thresholds": {label: {"review": 0.5, "block": 0.8} for label in LABELS}}
+        "base": {
+            "description": "",
+            "thresholds": {label: {"review": 0.5, "block": 0.8} for label in LABELS},
+            "known_content": {"exact": "block", "fuzzy": "review"},
+        }
     }
 
 
@@ -277,3 +282,30 @@ def test_the_service_refuses_a_strict_policy_laxer_than_the_model_at_load_and_at
     assert cold.error is not None and "'strict' is strict but laxer" in cold.error
     with pytest.raises(PolicyModelMismatch):
         asyncio.run(ModelManager(settings, scorer=Scorer.from_artifact(model)).start())
+
+
+@dataclass(frozen=True)
+class _Match:
+    kind: str
+    label: str | None
+
+
+def test_known_content_matches_take_the_action_the_policy_gives_their_kind(tmp_path: Path) -> None:
+    data = _policy_file()
+    data["policies"]["base"]["known_content"] = {"exact": "review", "fuzzy": "allow"}
+    custom = PolicySet.load(_write(tmp_path, data)).get()
+    shipped = PolicySet.load(project_root() / DEFAULT_POLICY_PATH).get("default")
+    calm = dict.fromkeys(LABELS, 0.01)
+    model = dict.fromkeys(LABELS, 0.5)
+    exact, fuzzy = _Match("exact", "extremist_glorification"), _Match("tlsh", None)
+    # Defaults: an exact match blocks and flags its list's label, a fuzzy match goes to review.
+    assert shipped.decide(calm, model, [exact]) == Decision(["extremist_glorification"], "block")
+    assert shipped.decide(calm, model, [fuzzy]) == Decision([], "review")
+    assert shipped.decide(calm, model) == Decision([], "allow")
+    # A policy can soften either kind; a stronger model decision still wins.
+    assert custom.decide(calm, model, [exact]).action == "review"
+    assert custom.decide(calm, model, [fuzzy]).action == "allow"
+    assert custom.decide(dict.fromkeys(LABELS, 0.9), model, [fuzzy]).action == "block"
+    with pytest.raises(ConfigError, match="known_content"):
+        data["policies"]["base"]["known_content"] = {"exact": "delete"}
+        PolicySet.load(_write(tmp_path, data))

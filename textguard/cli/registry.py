@@ -131,6 +131,21 @@ def score(
     quantized: bool = typer.Option(False, "--quantized", help="With --backend onnx: use model.int8.onnx."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Max texts per forward pass."),
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Max padded tokens per forward."),
+    context: bool = typer.Option(
+        False,
+        "--context",
+        help="Score rows with the same speaker's recent rows, like live chat (needs meeting_id, "
+        "speaker_id and a time column).",
+    ),
+    time_column: str = typer.Option(
+        "sent_at", "--time-column", help="With --context: send time (epoch seconds or ISO-8601)."
+    ),
+    hash_lists: Path | None = typer.Option(
+        None, "--hash-lists", help="Match rows against this known-content store (`textguard hashes`)."
+    ),
+    evidence: bool = typer.Option(
+        False, "--evidence", help="Add, per flagged label, the spans of text that drove it."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output file if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     policy: Path | None = typer.Option(
@@ -143,26 +158,23 @@ def score(
     ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
-    """Score a file of texts; the output keeps every input column and adds per-label scores and labels.
+    """Score a file of texts through the same decision path as the service; the output keeps every input
+    column and adds per-label scores, labels and (with --policy) the action.
 
     \b
     Example:
       textguard score --model models:/textguard@champion --input chat.csv --output scored.parquet
       textguard score --model models:/textguard@champion --input chat.csv --output scored.csv \\
-          --policy configs/policies/default.yaml --policy-name strict
+          --policy configs/policies/default.yaml --policy-name strict --evidence
     """
-    from textguard.batch import score_file
-    from textguard.policy import PolicySet
+    from textguard.batch import ContextColumns, score_file
 
-    if policy_name is not None and policy is None:
-        raise ConfigError("--policy-name needs --policy (the policy file)")
-    policies = PolicySet.load(policy) if policy is not None else None
-    if policies is not None and policy_name is not None:
-        policies.get(policy_name)  # an unknown name fails before the model loads
     if backend not in ("torch", "onnx"):
         raise ConfigError(f"unknown --backend {backend!r}: choose torch or onnx")
     if quantized and backend != "onnx":
         raise ConfigError("--quantized needs --backend onnx")
+    if policy_name is not None and policy is None:
+        raise ConfigError("--policy-name needs --policy FILE")
     _use_tracking_uri(tracking_uri)
     summary = score_file(
         model,
@@ -173,10 +185,13 @@ def score(
         quantized=quantized,
         batch_size=batch_size,
         max_tokens=max_tokens,
+        policy_file=policy,
+        policy=policy_name,
+        context=ContextColumns(time=time_column) if context else None,
+        hash_lists=hash_lists,
+        evidence=evidence,
         progress=progress,
         overwrite=overwrite,
-        policies=policies,
-        policy_name=policy_name,
     )
     typer.echo(summary.describe())
 

@@ -52,8 +52,8 @@ def report(
 
         textguard report --audit-url sqlite:///audit.db --since 2025-01-01 --until 2025-03-31 -f markdown
     """
+    from textguard.audit import AuditStore
     from textguard.report import aggregate, to_csv, to_markdown
-    from textguard.service.audit import AuditStore
 
     first = _parse_day(since, "--since")
     last = _parse_day(until, "--until") if until else datetime.now(UTC).date()

@@ -110,10 +110,24 @@ def serve(
     batch_max_size: int | None = typer.Option(None, help="texts per forward pass [8]"),
     inference_threads: int | None = typer.Option(None, help="ONNX intra-op threads; 0=one per core [0]"),
     model_poll_seconds: float | None = typer.Option(None, help="model refresh poll period, 0=off [30]"),
+    hash_lists: Path | None = typer.Option(
+        None, help="hash list store of known content (`textguard hashes`), reloaded on change [none]"
+    ),
+    hash_lists_poll_seconds: float | None = typer.Option(None, help="hash list change check period [2]"),
     caption_window_segments: int | None = typer.Option(None, help="caption segments per speaker window [5]"),
     caption_window_seconds: float | None = typer.Option(None, help="caption window span in seconds [30]"),
     caption_max_meetings: int | None = typer.Option(None, help="live meetings tracked at once [10000]"),
     caption_meeting_ttl_seconds: float | None = typer.Option(None, help="idle meeting eviction [600]"),
+    chat_window_messages: int | None = typer.Option(
+        None, help="chat messages per speaker window, the current one included [4]"
+    ),
+    chat_window_seconds: float | None = typer.Option(None, help="chat window span in seconds [60]"),
+    context_max_speakers: int | None = typer.Option(None, help="speakers kept per meeting [64]"),
+    context_max_chars: int | None = typer.Option(None, help="characters kept per earlier message [1000]"),
+    context_backend: str | None = typer.Option(None, help="meeting context store: memory or redis [memory]"),
+    context_redis_url: str | None = typer.Option(
+        None, help="Redis URL for --context-backend redis [redis://127.0.0.1:6379/0]"
+    ),
 ) -> None:
     flags = {name: value for name, value in locals().items() if value is not None}
     settings = build_settings(flags)

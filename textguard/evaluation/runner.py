@@ -1,7 +1,9 @@
 """`textguard evaluate`: score a model on a prepared split, suites and perturbations; log it all to MLflow.
 
-Scoring goes through `Scorer.from_artifact` (the one path: normalise, tokenise, batch, temperature,
-thresholds from the model's own spec). Everything derived from the scores is deterministic: the same
+Scoring goes through `Scorer.from_artifact` (the one path: normalise, tokenise into windows, batch,
+temperature, thresholds from the model's own spec); functional suites are decided by the library's
+`Moderator` at the model's own thresholds, so a case split into caption segments is read as the service
+reads a caption stream. Everything derived from the scores is deterministic: the same
 model and data give identical numbers, perturbations are seeded per row, and hashes of row ids do not
 depend on the run, so `compare` can pair two runs row by row.
 """
@@ -162,6 +164,42 @@ class _Evaluator:
         probs = self.scorer.predict_proba(list(texts))
         return probs, decide(probs, self.spec)
 
+    def _decide_cases(self, suite: Suite) -> tuple[np.ndarray, np.ndarray]:
+        """Each case as a caption stream of its segments, through the Moderator (model thresholds).
+
+        A case is flagged with a label when any of its segments is (the stream caught it); its scores
+        are each label's highest over its segments.
+        """
+        from textguard.moderation import ContextLimits, Item, MemoryContextStore, Moderator, ServedModel
+        from textguard.policy import Policy
+
+        moderator = Moderator(Policy.from_model_thresholds(), context=MemoryContextStore(ContextLimits()))
+        items, owner = [], []
+        for case, parts in enumerate(suite.segments):
+            for number, part in enumerate(parts):
+                meeting = f"suite-case-{case}"
+                start = 3.0 * number  # one segment every 3 caption-seconds, well inside the window
+                items.append(
+                    Item(
+                        id=f"{case}:{number}",
+                        text=part,
+                        source="caption",
+                        language="und",
+                        meeting_id=meeting,
+                        speaker_id="speaker",
+                        start=start,
+                        end=start + 3,
+                    )
+                )
+                owner.append(case)
+        outcome = moderator.decide(items, ServedModel.local(self.scorer))
+        probs = np.zeros((suite.size, len(self.labels)))
+        decisions = np.zeros((suite.size, len(self.labels)), dtype=bool)
+        for case, decision in zip(owner, outcome.decisions, strict=True):
+            probs[case] = np.maximum(probs[case], [decision.scores[label] for label in self.labels])
+            decisions[case] |= [label in decision.labels for label in self.labels]
+        return probs, decisions
+
     def _metric_set(self, gold: np.ndarray, probs: np.ndarray, decisions: np.ndarray) -> dict[str, float]:
         return modules.classification_metrics(
             gold, probs, decisions, self.labels, max_fpr=self.config.max_fpr, ece_bins=self.config.ece_bins
@@ -245,7 +283,7 @@ class _Evaluator:
         from textguard.labels import LABELS
 
         self.progress(f"suite {suite.name} ({suite.size} cases)")
-        probs, decisions = self._score(suite.texts)
+        probs, decisions = self._decide_cases(suite)
         flagged = np.asarray(decisions.any(axis=1), dtype=bool)
         # The suite's gold is per taxonomy label; reorder it to the model's label order.
         gold = np.stack([suite.gold[:, LABELS.index(label)] for label in self.labels], axis=1)

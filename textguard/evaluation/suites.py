@@ -4,6 +4,8 @@ Accepted columns: functionality, test_case, label_gold (hateful | non-hateful) a
 language, target (or HateCheck's target_ident) and labels (semicolon-separated taxonomy labels) are
 optional. Both the project's meeting suite and the original English HateCheck CSV load as they are.
 A model "flags" a case when any label is over its threshold; the case passes when that matches gold.
+A case written as segments ("first part || second part") is decided as a caption stream by the
+Moderator (see `evaluation.runner`): each segment with the earlier ones as its context, as the service does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from textguard.labels import LABELS, UnknownLabelError, validate_labels
 
 REQUIRED = ("functionality", "test_case", "label_gold")
 GOLD_VALUES = {"hateful": True, "non-hateful": False}
-#: The meeting suite joins caption segments that arrive separately; the model sees them as one text.
+#: Separates the caption segments of one case that arrive separately (decided as a stream).
 SEGMENT_SEPARATOR = " || "
 UNDETERMINED_LANGUAGE = "und"
 _GENERIC_STEMS = {"test_suite_cases", "all_cases", "cases", "suite"}
@@ -38,6 +40,8 @@ class Suite:
     target: list[str]
     #: [n, L] float multi-hot gold; NaN rows where the suite gives no per-label gold (HateCheck).
     gold: np.ndarray
+    #: Each case's segments, in the order they arrive (one segment for most cases).
+    segments: list[list[str]]
 
     @property
     def size(self) -> int:
@@ -83,6 +87,7 @@ def load_suite(argument: str) -> Suite:
         )
     has_labels = "labels" in rows[0]
     case_ids, texts, hateful, functionality, language, target = [], [], [], [], [], []
+    segments: list[list[str]] = []
     gold = np.full((len(rows), len(LABELS)), np.nan)
     for index, row in enumerate(rows):
         line = index + 2  # the header is line 1
@@ -96,6 +101,7 @@ def load_suite(argument: str) -> Suite:
             raise DataError(f"{path}: line {line}: test_case is empty")
         case_ids.append((row.get("case_id") or row.get("") or str(index)).strip())
         texts.append(text.replace(SEGMENT_SEPARATOR, " "))
+        segments.append([part for part in text.split(SEGMENT_SEPARATOR) if part.strip()] or [text])
         hateful.append(GOLD_VALUES[verdict])
         functionality.append((row["functionality"] or "").strip())
         language.append((row.get("language") or "").strip() or UNDETERMINED_LANGUAGE)
@@ -118,4 +124,5 @@ def load_suite(argument: str) -> Suite:
         language=language,
         target=target,
         gold=gold,
+        segments=segments,
     )

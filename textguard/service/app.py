@@ -4,12 +4,16 @@ Lifespan (start-up, then shutdown):
 1. the inference worker thread starts; the model loads and warms up in the background, so /healthz
    answers at once and /readyz turns 200 only when the model can serve (a Kubernetes liveness probe
    never kills a pod that is still loading);
-2. the audit store opens (textguard.service.audit), the language identifier loads;
-3. on shutdown: stop polling the registry, finish the queued work, close the audit store.
+2. the audit store opens (textguard.audit), the meeting-context store (memory, or Redis for several
+   replicas), the known-content hash lists (reloaded when their files change) and the language
+   identifier load, and the library's `Moderator` is built from them: the one path from items to
+   decisions that every route calls;
+3. on shutdown: stop polling the registry, finish the queued work, close the audit and context stores.
 
 `app.state` holds what routes need: settings, model_manager, batcher, policies, audit, audit_probe,
-scoring, metrics, auth and rate_limits. Every /v1 route (ours and the caption/transparency routers) is
-behind the API key check, a scope and the rate limit (textguard.service.security).
+context, known_content, moderator, scoring, metrics, auth and rate_limits. Every /v1 route (ours and the
+caption/transparency routers) is behind the API key check, a scope and the rate limit
+(textguard.service.security).
 
 X-Forwarded-For is believed only from `trusted_proxies` (uvicorn's ProxyHeadersMiddleware, inside the
 app so the server's own, which trusts 127.0.0.1 by default, can stay off: see
@@ -29,11 +33,14 @@ from fastapi import Depends, FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from textguard import __version__
+from textguard.audit import AuditStore
+from textguard.known_content import KnownContentReloader
+from textguard.language import LanguageDetector
+from textguard.moderation import ContextLimits, ContextStore, MemoryContextStore, Moderator
 from textguard.policy import PolicySet
 from textguard.service.batcher import MicroBatcher
 from textguard.service.errors import install_error_handlers
 from textguard.service.keys import Scope
-from textguard.service.language import LanguageDetector
 from textguard.service.metrics import ObservabilityMiddleware, ServiceMetrics
 from textguard.service.model_manager import ModelManager
 from textguard.service.ratelimit import RateLimits
@@ -156,11 +163,30 @@ async def _start(
     batcher.start()
     # The model loads in the background from here on; the rest of start-up overlaps with it.
     await manager.start()
-    audit = await asyncio.to_thread(_open_audit, settings)
+    audit = await asyncio.to_thread(AuditStore.from_settings, settings)
     app.state.audit = audit
     if audit is not None and hasattr(audit, "health"):
         app.state.audit_probe = AuditProbe(audit)
-    app.state.scoring = ScoringService(settings, batcher, policies, audit, metrics, languages)
+    context = await asyncio.to_thread(open_context_store, settings)
+    app.state.context = context
+    known_content = None
+    if settings.hash_lists is not None:
+        # A bad store at start is an error; later a bad edit keeps the previous lists (and logs it).
+        known_content = await asyncio.to_thread(
+            KnownContentReloader, settings.hash_lists, check_interval_s=settings.hash_lists_poll_seconds
+        )
+        logger.info("hash lists loaded", extra={"fields": {"version": known_content.index.version}})
+    app.state.known_content = known_content
+    moderator = Moderator(
+        policies,
+        languages=languages,
+        context=context,
+        known_content=known_content,
+        audit=audit,
+        metrics=metrics,
+    )
+    app.state.moderator = moderator
+    app.state.scoring = ScoringService(settings, batcher, moderator)
     await asyncio.to_thread(languages.load)
     logger.info("service starting", extra={"fields": {"settings": settings.redacted()}})
 
@@ -173,18 +199,33 @@ async def _stop(app: FastAPI) -> None:
     batcher = getattr(app.state, "batcher", None)
     if batcher is not None:
         await asyncio.to_thread(batcher.stop)
-    audit = getattr(app.state, "audit", None)
-    if audit is not None:
-        await asyncio.to_thread(audit.close)
+    for name in ("audit", "context"):
+        store = getattr(app.state, name, None)
+        if store is not None:
+            await asyncio.to_thread(store.close)
     logger.info("service stopped")
 
 
-def _open_audit(settings: ServiceSettings) -> Any:
-    store_class = _optional_attribute("textguard.service.audit", "AuditStore")
-    if store_class is None:
-        logger.warning("textguard.service.audit is not available: decisions are not audited")
-        return None
-    return store_class.from_settings(settings)
+def open_context_store(settings: ServiceSettings) -> ContextStore:
+    """The meeting-context store the settings name: this process's memory, or Redis (shared by replicas)."""
+    limits = ContextLimits.from_settings(settings)
+    if settings.context_backend == "redis":
+        from textguard.errors import ConfigError
+        from textguard.moderation.redis_context import RedisContextStore
+
+        store = RedisContextStore(settings.context_redis_url, limits)
+        if not store.ping():
+            raise ConfigError(
+                f"context_redis_url {settings.redacted()['context_redis_url']} does not answer: start Redis "
+                "or use context_backend memory"
+            )
+        return store
+    if settings.workers > 1:
+        logger.warning(
+            "meeting context is kept per worker process: with several workers a speaker's messages may be "
+            "split between them; set context_backend redis"
+        )
+    return MemoryContextStore(limits)
 
 
 def _optional_attribute(module_name: str, attribute: str) -> Any:

@@ -4,17 +4,18 @@ Requests put their texts on a bounded queue and await a future. The worker threa
 
 1. wait until something is queued, then take *everything* queued (no fixed wait: a timer before each
    batch adds straight to latency, and under load the queue fills while the previous drain runs);
-2. tokenise all drained texts in one `encode_batch` call (Rust, releases the GIL);
-3. sort by token length and cut into sub-batches of `batch_max_size` (short chat messages do not pay
-   for the padding of a long one);
-4. run each sub-batch through the scorer's one path (`Scorer.logits_from_ids` ->
-   `postprocess.probabilities`) and resolve a request's future as soon as its last text is done.
+2. tokenise all drained texts into windows in one call (`Scorer.windows`: Rust, releases the GIL);
+3. run the windows through the scorer's one path (`Scorer.iter_probabilities`: length-sorted
+   sub-batches of `batch_max_size`, so short chat messages do not pay for the padding of a long one,
+   and the fail-closed check on non-finite scores), and resolve a request's future with its windows'
+   scores (`WindowScores`) as soon as its last window is done.
 
 Tokenising in the worker rather than in each request: one `encode_batch` per drain cost ~10% less CPU
 than one call per request on chat texts (bench/serve_load.py prints both), keeps that work off the
 event loop, and needs no second thread hop per request.
 A full queue raises `Overloaded` at once (load shedding, 503 + Retry-After) instead of letting latency
 grow without bound. One forward at a time: concurrent forwards only fight over the same thread pool.
+The batcher is the service's `AsyncScoring` for `textguard.moderation.Moderator`; it decides nothing.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from textguard.encoding import plan_batches
-from textguard.postprocess import probabilities
+from textguard.errors import InvalidScoresError
+from textguard.scorer import WindowScores
 from textguard.service.errors import NotReady, Overloaded, ServiceError
 from textguard.service.metrics import ServiceMetrics
 from textguard.service.model_manager import LoadedModel
@@ -48,7 +49,7 @@ class InvalidScores(ServiceError):
 @dataclass
 class _Job:
     texts: Sequence[str]
-    future: asyncio.Future[tuple[np.ndarray, LoadedModel]]
+    future: asyncio.Future[tuple[WindowScores, LoadedModel]]
     loop: asyncio.AbstractEventLoop
     enqueued_at: float = field(default_factory=time.perf_counter)
 
@@ -101,15 +102,17 @@ class MicroBatcher:
     # -- the request side (event loop) -----------------------------------------------------------------
 
     async def score(self, texts: list[str]) -> np.ndarray:
-        """Calibrated probabilities [n, labels] in input order."""
-        probs, _ = await self.score_with_model(texts)
-        return probs
+        """Calibrated probabilities [n, labels] in input order (each label's highest window)."""
+        scores, _ = await self.score_windows(texts)
+        return scores.per_text()
 
-    async def score_with_model(self, texts: Sequence[str]) -> tuple[np.ndarray, LoadedModel]:
-        """Probabilities and the exact model that produced them (a hot swap may happen in between calls)."""
+    async def score_windows(self, texts: Sequence[str]) -> tuple[WindowScores, LoadedModel]:
+        """Every window's probabilities, and the exact model that produced them (a hot swap may happen
+        between two calls)."""
         if not texts:
             model = self._model()
-            return np.zeros((0, len(model.scorer.spec.labels))), model
+            empty = np.zeros((0, len(model.scorer.spec.labels)))
+            return WindowScores(empty, np.zeros(0, dtype=np.int64), [], 0), model
         self._model()  # raises NotReady before anything is queued
         loop = asyncio.get_running_loop()
         job = _Job(texts, loop.create_future(), loop)
@@ -151,13 +154,25 @@ class MicroBatcher:
                 self._set_depth()
             try:
                 self._process(jobs)
-            except InvalidScores as exc:  # logged with its reason where it was found
+            except InvalidScoresError:
+                # NaN passes no threshold: answering would mean "allow" for every message. Fail closed.
+                logger.error(
+                    "the model produced non-finite scores; failing the requests of this drain",
+                    extra={"fields": {"model_version": self._version(), "requests": len(jobs)}},
+                )
+                failure = InvalidScores("the model produced invalid scores; the request was not scored")
                 for job in jobs:
-                    _fail(job, exc)
+                    _fail(job, failure)
             except Exception as exc:  # a failed drain fails its requests, never the worker
                 logger.exception("inference failed for %d requests", len(jobs))
                 for job in jobs:
                     _fail(job, exc)
+
+    def _version(self) -> str | None:
+        try:
+            return self._model().version
+        except ServiceError:
+            return None
 
     def _process(self, jobs: list[_Job]) -> None:
         jobs = [job for job in jobs if not job.future.cancelled()]
@@ -170,30 +185,29 @@ class MicroBatcher:
         model = self._model()  # one model per drain: a swap takes effect at the next drain
         scorer = model.scorer
         texts = [text for job in jobs for text in job.texts]
-        owner = np.repeat(np.arange(len(jobs)), [len(job.texts) for job in jobs])
-        starts = np.cumsum([0] + [len(job.texts) for job in jobs])
-        remaining = [len(job.texts) for job in jobs]
-        out = np.zeros((len(texts), len(scorer.spec.labels)), dtype=np.float64)
-
-        ids = scorer.encode(texts)
-        for batch in plan_batches([len(seq) for seq in ids], self.max_batch_size, scorer.max_tokens):
-            logits = scorer.logits_from_ids([ids[index] for index in batch])
-            out[batch] = probabilities(logits, scorer.spec)
-            if not np.isfinite(out[batch]).all():
-                # NaN passes no threshold: answering would mean "allow" for every message. Fail closed.
-                logger.error(
-                    "the model produced non-finite scores; failing the requests of this drain",
-                    extra={"fields": {"model_version": model.version, "texts": len(batch)}},
-                )
-                raise InvalidScores("the model produced invalid scores; the request was not scored")
+        first_text = np.cumsum([0] + [len(job.texts) for job in jobs])
+        windows = scorer.windows(texts)
+        owner = np.asarray(windows.owner, dtype=np.int64)
+        # A job's windows are contiguous (windows come in text order): [first_window[j], first_window[j+1]).
+        first_window = np.searchsorted(owner, first_text)
+        window_job = np.searchsorted(first_text, owner, side="right") - 1
+        remaining = np.bincount(window_job, minlength=len(jobs))
+        probs = np.zeros((len(windows), len(scorer.spec.labels)), dtype=np.float64)
+        for batch, values in scorer.iter_probabilities(windows.input_ids, self.max_batch_size):
+            probs[batch] = values
             if self.metrics is not None:
                 self.metrics.batch_size.observe(len(batch))
-            for index in batch:
-                number = int(owner[index])
-                remaining[number] -= 1
+            for number, done in zip(*np.unique(window_job[batch], return_counts=True), strict=True):
+                remaining[number] -= done
                 if remaining[number] == 0:
-                    job = jobs[number]
-                    _resolve(job, (out[starts[number] : starts[number + 1]].copy(), model))
+                    rows = slice(first_window[number], first_window[number + 1])
+                    result = WindowScores(
+                        probs[rows].copy(),
+                        owner[rows] - first_text[number],
+                        windows.spans[rows],
+                        len(jobs[number].texts),
+                    )
+                    _resolve(jobs[number], (result, model))
 
         elapsed = time.perf_counter() - started
         self._texts_per_second = 0.8 * self._texts_per_second + 0.2 * (len(texts) / max(elapsed, 1e-6))
@@ -206,7 +220,7 @@ class MicroBatcher:
             self.metrics.queue_depth.set(self._queued_texts)
 
 
-def _resolve(job: _Job, value: tuple[np.ndarray, LoadedModel]) -> None:
+def _resolve(job: _Job, value: tuple[WindowScores, LoadedModel]) -> None:
     def deliver() -> None:
         if not job.future.done():
             job.future.set_result(value)

@@ -3,12 +3,14 @@
 Protocol (JSON text frames). The client sends caption segments
 
     {"segment_id": "s1", "speaker_id": "spk-1", "text": "...", "start": 12.3, "end": 14.0,
-     "final": true, "language": "en"}                             (language optional)
+     "final": true, "language": "en", "evidence": false}        (language, evidence optional)
 
 and gets, for each, in order
 
     {"segment_id", "speaker_id", "final", "scores": {label: p}, "labels": [...], "action",
-     "window_segments": [ids whose text was scored together, oldest first, this one last]}
+     "window_segments": [ids whose text was scored together, oldest first, this one last],
+     "windows": {label: the window that fired, as in /v1/score}, "matches": [known-content matches],
+     "evidence": {label: [spans]} (only when the segment asked for it)}
 
 Errors use the service's body, `{"error": {"type", "message", "field"}}`:
 - a bad API key, rate limit, meeting id or policy name refuses the handshake (HTTP 401/429/422);
@@ -16,21 +18,18 @@ Errors use the service's body, `{"error": {"type", "message", "field"}}`:
   messages in a row, or one frame over the frame limit (8 x max_text_chars + 1 KiB: room for JSON
   escapes), the server closes with 1008;
 - a full inference queue answers `{"error": {"type": "overloaded", ...}, "segment_id"}` and the client
-  may resend that segment; if the model is not ready or the audit store is down, the server closes with
-  1013 (try again later) rather than answer with a decision it did not record.
+  may resend that segment; if the model is not ready or the audit or context store is down, the server
+  closes with 1013 (try again later) rather than answer with a decision it did not record.
 
-Each segment is scored twice in one batch through the service's one batcher: alone, and as the speaker's
-rolling window (earlier final segments + this one, joined with spaces, oldest segments dropped until it
-fits the model's max_length so truncation never cuts the current segment). The answer takes the maximum
-per label. The window catches statements split across segments; the segment alone keeps a short clear
-statement from being diluted by benign context in front of it (a classifier pools over the whole
-sequence, so extra benign words lower its score). Max never scores a segment lower than it would score
-alone, so adding context can only add recall, and the policy's review action absorbs the extra false
-positives. Once a final segment is flagged the speaker's window is cleared, so the same words are not
-flagged and audited again on each of the next few segments.
+Each final segment is decided by the library's `Moderator` like any chat message (source "caption"),
+with the speaker's rolling window of earlier final segments as its context (see
+textguard.moderation.context: caption time, not arrival time; interim hypotheses are scored with their
+context but never kept in it; after a flag the speaker's window starts afresh). This module only
+translates frames into items and decisions into replies; `window_segments` lists the segments scored
+together, `windows` the window that fired per flagged label, `matches` any known-content match.
 
-Final decisions are written to the audit store (source "caption") before the answer is sent; interim
-hypotheses are scored and answered but neither audited nor kept in the window.
+Final decisions are written to the audit store (source "caption", with the segment's language) before the
+answer is sent; interim hypotheses are scored and answered but neither audited nor kept in the window.
 """
 
 from __future__ import annotations
@@ -41,16 +40,15 @@ import traceback
 import uuid
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.websockets import WebSocketState
 
-from textguard.policy import Decision, Policy, UnknownPolicyError
-from textguard.service.audit import AuditRecord, AuditUnavailableError
-from textguard.service.caption_state import CaptionLimits, CaptionRegistry, CaptionSegment, fit_window
+from textguard.moderation import Item, ItemDecision
+from textguard.policy import Policy, UnknownPolicyError
 from textguard.service.errors import STATUS, ServiceError
+from textguard.service.routes_score import message_result
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +76,8 @@ class CaptionMessage(BaseModel):
     end: float = Field(ge=0, allow_inf_nan=False)
     final: bool
     language: str | None = Field(default=None, min_length=2, max_length=35)
+    #: Also answer, per flagged label, the spans that drove it (as `"evidence": true` in /v1/score).
+    evidence: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -144,15 +144,6 @@ def parse_message(raw: str, max_text_chars: int = MAX_SEGMENT_CHARS) -> CaptionM
     return message
 
 
-def caption_registry(app_state: Any) -> CaptionRegistry:
-    """The app's caption registry, created on first use from its settings."""
-    registry = getattr(app_state, "captions", None)
-    if registry is None:
-        registry = CaptionRegistry(CaptionLimits.from_settings(getattr(app_state, "settings", None)))
-        app_state.captions = registry
-    return registry
-
-
 def _policy(app_state: Any, name: str | None) -> Policy:
     try:
         policy: Policy = app_state.policies.get(name)
@@ -161,30 +152,18 @@ def _policy(app_state: Any, name: str | None) -> Policy:
     return policy
 
 
-async def score_segment(
-    app_state: Any, registry: CaptionRegistry, meeting_id: str, message: CaptionMessage, policy: Policy
-) -> tuple[dict[str, float], Decision, list[CaptionSegment], dict[str, Any]]:
-    """Scores (max of segment alone and its window), the decision, the window used and the model info."""
-    segment = CaptionSegment(message.segment_id, message.text, message.start, message.end)
-    context = registry.speaker(meeting_id, message.speaker_id).context(segment)
-    if len(context) > 1:
-        scorer = app_state.model_manager.scorer
-        context = fit_window(context, lambda text: len(scorer.encode([text])[0]), scorer.spec.max_length)
-    texts = [segment.text]
-    if len(context) > 1:
-        texts.append(" ".join(item.text for item in context))
-    batcher = app_state.batcher
-    if hasattr(batcher, "score_with_model"):
-        # The exact model that scored these texts: a hot swap may land between two segments.
-        probs, model = await batcher.score_with_model(texts)
-        spec, info = model.scorer.spec, dict(model.info)
-    else:
-        probs = await batcher.score(texts)
-        manager = app_state.model_manager
-        spec, info = manager.scorer.spec, dict(manager.info)
-    probs = np.asarray(probs)
-    scores = {label: float(probs[:, index].max()) for index, label in enumerate(spec.labels)}
-    return scores, policy.decide(scores, spec.thresholds), context, info
+def caption_item(meeting_id: str, message: CaptionMessage) -> Item:
+    return Item(
+        id=message.segment_id,
+        text=message.text,
+        source="caption",
+        language=message.language,
+        meeting_id=meeting_id,
+        speaker_id=message.speaker_id,
+        start=message.start,
+        end=message.end,
+        final=message.final,
+    )
 
 
 @router.websocket_route("/v1/meetings/{meeting_id}/captions", name="caption_stream")
@@ -209,7 +188,6 @@ async def caption_stream(websocket: WebSocket) -> None:
         await _deny(websocket, error)
         return
     await websocket.accept()
-    registry = caption_registry(state)
     max_text_chars = int(getattr(getattr(state, "settings", None), "max_text_chars", MAX_SEGMENT_CHARS))
     max_frame = frame_limit(max_text_chars)
     connection_id = uuid.uuid4().hex
@@ -237,15 +215,15 @@ async def caption_stream(websocket: WebSocket) -> None:
                 continue
             consecutive_errors = 0
             try:
-                reply = await _decide(state, registry, meeting_id, message, chosen_policy, connection_id)
-            except (ServiceError, AuditUnavailableError) as exc:
-                kind = exc.kind if isinstance(exc, ServiceError) else "audit_unavailable"
+                reply = await _decide(state, meeting_id, message, chosen_policy, connection_id)
+            except ServiceError as exc:
+                kind = exc.kind
                 failure = ProtocolError(kind, str(exc))
                 if kind == "overloaded":
                     # Transient and per segment: the client may resend it; the stream stays open.
                     await websocket.send_json({**failure.payload(), "segment_id": message.segment_id})
                     continue
-                # Not ready, shutting down or the audit store is down: no decision may be given.
+                # Not ready, shutting down, the audit or context store is down: no decision may be given.
                 await _refuse(websocket, failure, code=CLOSE_TRY_AGAIN_LATER)
                 return
             await websocket.send_json(reply)
@@ -276,56 +254,36 @@ def _authorize(websocket: WebSocket) -> None:
 
 
 async def _decide(
-    state: Any,
-    registry: CaptionRegistry,
-    meeting_id: str,
-    message: CaptionMessage,
-    policy: Policy,
-    connection_id: str,
+    state: Any, meeting_id: str, message: CaptionMessage, policy: Policy, connection_id: str
 ) -> dict[str, Any]:
-    scores, decision, context, info = await score_segment(state, registry, meeting_id, message, policy)
-    labels = list(decision.labels)
-    if message.final:
-        languages = getattr(state, "languages", None)
-        language = message.language or (languages.detect(message.text) if languages is not None else None)
-        await state.audit.record(
-            [
-                AuditRecord(
-                    text=message.text,
-                    scores=scores,
-                    labels=labels,
-                    action=str(decision.action),
-                    model_name=str(info.get("name") or ""),
-                    model_version=str(info.get("version") or ""),
-                    policy=policy.name,
-                    source="caption",
-                    language=language,
-                    message_id=message.segment_id,
-                    meeting_id=meeting_id,
-                    speaker_id=message.speaker_id,
-                    request_id=connection_id,
-                    context_message_ids=[item.segment_id for item in context[:-1]],
-                )
-            ]
-        )
-        metrics = getattr(state, "metrics", None)
-        if metrics is not None:
-            metrics.record_decisions(policy.name, [(labels, decision.action)])
-        # Looked up again: the meeting may have been evicted and recreated while we awaited.
-        window = registry.speaker(meeting_id, message.speaker_id)
-        if labels or decision.action != "allow":
-            window.clear()
-        else:
-            window.add_final(CaptionSegment(message.segment_id, message.text, message.start, message.end))
-    return {
-        "segment_id": message.segment_id,
-        "speaker_id": message.speaker_id,
-        "final": message.final,
-        "scores": scores,
-        "labels": labels,
+    outcome = await state.scoring.decide(
+        [(caption_item(meeting_id, message), "text")],
+        policy.name,
+        collection="segments",
+        request_id=connection_id,
+        evidence=message.evidence,
+    )
+    return caption_reply(outcome.decisions[0])
+
+
+def caption_reply(decision: ItemDecision) -> dict[str, Any]:
+    result = message_result(decision)
+    reply: dict[str, Any] = {
+        "segment_id": decision.item.id,
+        "speaker_id": decision.item.speaker_id,
+        "final": decision.item.final,
+        "scores": decision.scores,
+        "labels": list(decision.labels),
         "action": str(decision.action),
-        "window_segments": [item.segment_id for item in context],
+        "window_segments": list(decision.context),
+        "windows": {label: window.model_dump() for label, window in result.windows.items()},
+        "matches": [match.model_dump() for match in result.matches],
     }
+    if result.evidence is not None:
+        reply["evidence"] = {
+            label: [span.model_dump() for span in spans] for label, spans in result.evidence.items()
+        }
+    return reply
 
 
 async def _deny(websocket: WebSocket, error: ProtocolError) -> None:

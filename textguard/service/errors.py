@@ -40,6 +40,7 @@ STATUS: dict[str, int] = {
     "not_ready": 503,
     "overloaded": 503,
     "audit_unavailable": 503,
+    "context_unavailable": 503,
 }
 _HTTP_STATUS_KIND = {status: kind for kind, status in reversed(STATUS.items())}
 
@@ -117,6 +118,12 @@ class AuditUnavailable(ServiceError):
     """The audit record could not be written, so no decision is returned (write-before-answer)."""
 
     default_kind = "audit_unavailable"
+
+
+class ContextUnavailable(ServiceError):
+    """The shared meeting-context store (Redis) did not answer: no decision without the context."""
+
+    default_kind = "context_unavailable"
 
 
 def error_body(kind: str, message: str, field: str | None = None) -> dict[str, Any]:

@@ -74,6 +74,12 @@ class ServiceMetrics:
             ["label", "action"],
             registry=r,
         )
+        self.known_content = Counter(
+            "textguard_known_content_matches",
+            "known-content hash-list matches by list and hash kind",
+            ["list_id", "kind"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "textguard_model_info",
             "the model being served (value 1)",
@@ -90,6 +96,10 @@ class ServiceMetrics:
             self.messages.labels(policy, action).inc()
             for label in labels:
                 self.flags.labels(label, action).inc()
+
+    def record_matches(self, matches: Iterable[tuple[str, str]]) -> None:
+        for list_id, kind in matches:
+            self.known_content.labels(list_id, kind).inc()
 
     def set_model(self, name: str, version: str, alias: str | None) -> None:
         self.model_info.clear()

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING
 
 from textguard.errors import ModelLoadError, TextguardError
 from textguard.labels import LABELS
+from textguard.moderation.decision import ServedModel
 from textguard.policy import PolicySet, check_against_model
 from textguard.service.errors import NotReady
-from textguard.spec import SPEC_FILENAME, ModelSpec
+from textguard.spec import SPEC_FILENAME, spec_fingerprint
 
 if TYPE_CHECKING:
     from textguard.scorer import Scorer
@@ -79,11 +80,6 @@ def parse_model_uri(uri: str) -> ModelRef:
     return ModelRef(uri, name="textguard")
 
 
-def spec_fingerprint(spec: ModelSpec) -> str:
-    payload = spec.model_dump_json(exclude={"created_at"}).encode("utf-8")
-    return hashlib.sha256(payload).hexdigest()[:12]
-
-
 def local_version(directory: Path) -> str:
     """The version of a local artefact: a fingerprint of its spec (which covers every file's checksum)."""
     try:
@@ -104,16 +100,10 @@ def registry_alias_version(name: str, alias: str) -> str:
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    scorer: Scorer
-    name: str
-    version: str
-    alias: str | None
-    loaded_at: float = field(default_factory=time.time)
+class LoadedModel(ServedModel):
+    """The model being served, and when it was loaded."""
 
-    @property
-    def info(self) -> dict[str, str | None]:
-        return {"name": self.name, "version": self.version, "alias": self.alias}
+    loaded_at: float = field(default_factory=time.time)
 
 
 class ModelManager:

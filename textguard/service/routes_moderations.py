@@ -39,14 +39,14 @@ async def moderations(
         where, _, problem = str(exc).partition(": ")
         raise InvalidInput(problem, field=where) from None
     moderation_id = f"modr-{uuid.uuid4().hex}"
-    items = [Item(f"{moderation_id}-{i}", text, where) for i, (where, text) in enumerate(texts)]
+    items = [(Item(f"{moderation_id}-{i}", text), where) for i, (where, text) in enumerate(texts)]
     outcome = await service.decide(items, body.policy, collection="input", request=request)
     results = []
-    for r in outcome.results:
-        categories, category_scores, applied = map_to_openai(r.scores, r.decision.labels)
+    for decision in outcome.decisions:
+        categories, category_scores, applied = map_to_openai(decision.scores, decision.labels)
         results.append(
             ModerationResult(
-                flagged=r.decision.action != "allow",
+                flagged=decision.action != "allow",
                 categories=categories,
                 category_scores=category_scores,
                 category_applied_input_types=applied,

@@ -80,7 +80,11 @@ class MessageIn(Contract):
     text: Text = Field(description="the message as typed or captioned (normalised server-side)")
     language: Language | None = Field(default=None, description="BCP-47 tag; detected when absent")
     source: Source = "chat"
-    meeting_id: Identifier | None = None
+    meeting_id: Identifier | None = Field(
+        default=None,
+        description="with speaker_id: the message is also scored joined with this speaker's recent "
+        "messages in this meeting (see `context` in the result)",
+    )
     speaker_id: Identifier | None = None
 
 
@@ -88,6 +92,11 @@ class ScoreRequest(Contract):
     # FailFast: the first invalid message ends validation (one error, not one per item).
     messages: Annotated[list[MessageIn], FailFast()] = Field(min_length=1)
     policy: str | None = Field(default=None, description="policy name; the server's default when absent")
+    evidence: bool = Field(
+        default=False,
+        description="also return, per flagged label, the spans of text that drove it (costs up to 33 "
+        "extra texts scored per flagged window)",
+    )
 
 
 class ModelInfo(Contract):
@@ -96,12 +105,57 @@ class ModelInfo(Contract):
     alias: str | None = None
 
 
+class FiringWindow(Contract):
+    """The window of text that gave a flagged label its score."""
+
+    messages: list[str] = Field(description="ids of the messages the window covers, oldest first")
+    context: bool = Field(description="true: the speaker's recent messages joined; false: this one alone")
+    index: int = Field(description="which window of that text (0-based)")
+    count: int = Field(description="how many windows the text was read in")
+    start: int = Field(description="first character of the window in the normalised text")
+    end: int = Field(description="end (exclusive) of the window in the normalised text")
+
+
+class KnownContentMatch(Contract):
+    """A match against a known-content hash list."""
+
+    list_id: str
+    list_version: str
+    kind: str = Field(description="exact (sha256), or the fuzzy hash kind (minhash)")
+    hash_id: str = Field(description="the list entry that matched")
+    distance: float | None = Field(description="fuzzy hash distance: differing MinHash slots (0 if exact)")
+    label: str | None = Field(description="the label the list entry carries")
+
+
+class EvidenceSpan(Contract):
+    """Characters of one message's text, as sent, whose deletion lowered the label's probability."""
+
+    message_id: str = Field(description="the message the span lies in (this one, or one of its context)")
+    start: int
+    end: int = Field(description="end (exclusive), in characters of that message's text")
+    text: str
+    weight: float = Field(description="how far the label's probability fell without these words")
+
+
 class MessageResult(Contract):
     id: str
     scores: dict[str, float] = Field(description="calibrated probability per label")
     labels: list[str] = Field(description="labels at or above the policy's review threshold")
     action: Action
     language: str
+    context: list[str] = Field(
+        default_factory=list,
+        description="ids of the messages scored together with this one, oldest first, this one last",
+    )
+    windows: dict[str, FiringWindow] = Field(
+        default_factory=dict, description="per flagged label, the window that gave it its score"
+    )
+    matches: list[KnownContentMatch] = Field(
+        default_factory=list, description="known-content hash-list matches (the policy decides their action)"
+    )
+    evidence: dict[str, list[EvidenceSpan]] | None = Field(
+        default=None, description="per flagged label, the spans that drove it (when the request asked)"
+    )
 
 
 class ScoreResponse(Contract):
@@ -213,7 +267,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "the body was not sent as application/json",
         422: "a field is invalid (the error names it)",
         429: "rate limit exceeded (see Retry-After)",
-        503: "not ready, overloaded or audit store unavailable (see Retry-After)",
+        503: "not ready, overloaded, audit or context store unavailable (see Retry-After)",
     }
     return {status: {"model": ErrorResponse, "description": descriptions[status]} for status in statuses}
 

@@ -119,11 +119,42 @@ class ServiceSettings(BaseSettings):
     )
     model_poll_seconds: float = Field(default=30.0, ge=0, description="registry/artefact poll period; 0=off")
 
-    # -- caption streams (used by textguard.service.captions) --------------------------------------
-    caption_window_segments: int = Field(default=5, ge=1)
-    caption_window_seconds: float = Field(default=30.0, gt=0)
-    caption_max_meetings: int = Field(default=10_000, ge=1)
-    caption_meeting_ttl_seconds: float = Field(default=600.0, gt=0)
+    # -- known content (textguard.known_content) ---------------------------------------------------
+    hash_lists: Path | None = Field(
+        default=None,
+        description="hash list store directory (`textguard hashes`); none = no known-content matching",
+    )
+    hash_lists_poll_seconds: float = Field(
+        default=2.0, gt=0, description="how often the hash list files are checked for changes"
+    )
+
+    # -- meeting context (textguard.moderation.context): captions and chat --------------------------
+    caption_window_segments: int = Field(
+        default=5, ge=1, description="caption segments scored together, the current one included"
+    )
+    caption_window_seconds: float = Field(
+        default=30.0, gt=0, description="caption window span (caption time)"
+    )
+    caption_max_meetings: int = Field(default=10_000, ge=1, description="live meetings kept in memory")
+    caption_meeting_ttl_seconds: float = Field(
+        default=600.0, gt=0, description="a meeting's context is dropped after this long idle"
+    )
+    chat_window_messages: int = Field(
+        default=4, ge=1, description="chat messages of one speaker scored together, the current one included"
+    )
+    chat_window_seconds: float = Field(
+        default=60.0, gt=0, description="only earlier chat messages sent within this many seconds join"
+    )
+    context_max_speakers: int = Field(default=64, ge=1, description="speakers kept per meeting (LRU)")
+    context_max_chars: int = Field(
+        default=1000, ge=1, description="characters kept of each earlier message (its end)"
+    )
+    context_backend: Literal["memory", "redis"] = Field(
+        default="memory", description="where meeting context lives: this process, or Redis for replicas"
+    )
+    context_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis URL for context_backend redis"
+    )
 
     _audit_key_generated: bool = PrivateAttr(default=False)
     _api_keys: KeyRegistry = PrivateAttr(default_factory=KeyRegistry)
@@ -219,6 +250,7 @@ class ServiceSettings(BaseSettings):
             if data.get(name) is not None:
                 data[name] = "**********"
         data["audit_url"] = _without_password(self.audit_url)
+        data["context_redis_url"] = _without_password(self.context_redis_url)
         if self.rate_limit_redis_url is not None:
             data["rate_limit_redis_url"] = _without_password(self.rate_limit_redis_url)
         data["api_keys"] = len(self.api_key_digests)

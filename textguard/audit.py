@@ -1,7 +1,9 @@
 """Durable audit trail of every decision, without message text by default.
 
-One row per decision in `audit_decisions`, one row per flagged label in `audit_labels` (so reports can
-GROUP BY label with the same SQL on SQLite and PostgreSQL instead of dialect-specific JSON functions).
+One row per decision in `audit_decisions`, one row per flagged label in `audit_labels` and one row per
+known-content (hash list) match in `audit_matches` (so reports can GROUP BY label or list with the same
+SQL on SQLite and PostgreSQL instead of dialect-specific JSON functions). New tables, never new columns:
+`CREATE TABLE IF NOT EXISTS` upgrades an existing store without a migration step.
 
 Privacy: message ids, meeting ids, speaker ids and the normalised text are stored only as keyed
 HMAC-SHA256 digests (a plain hash of a short chat message is reversible by guessing; a keyed hash is
@@ -46,6 +48,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -69,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 DECISIONS_TABLE = "audit_decisions"
 LABELS_TABLE = "audit_labels"
+MATCHES_TABLE = "audit_matches"
 #: Advisory-lock key that serialises `CREATE TABLE` across replicas starting at the same time.
 _SCHEMA_LOCK_KEY = 0x7467_6175_6469_74  # "tgaudit"
 _KEY_ID_MESSAGE = b"textguard-audit-key-id"
@@ -148,6 +152,26 @@ labels_table = Table(
     Index("ix_audit_labels_label", "label"),
 )
 
+matches_table = Table(
+    MATCHES_TABLE,
+    metadata,
+    Column(
+        "decision_id",
+        String(32),
+        ForeignKey(f"{DECISIONS_TABLE}.decision_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("list_id", String(128), nullable=False),
+    Column("list_version", String(64), nullable=False),
+    # "exact" or a fuzzy hash kind ("tlsh"); the listed entry's id, never any text.
+    Column("kind", String(16), nullable=False),
+    Column("hash_id", String(128), nullable=False),
+    Column("distance", Float),
+    Column("label", String(64)),
+    Index("ix_audit_matches_list", "list_id"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
@@ -166,8 +190,10 @@ class AuditRecord:
     meeting_id: str | None = None
     speaker_id: str | None = None
     request_id: str | None = None
-    #: Caption segment ids whose text was scored together with this one (the rolling window).
+    #: Ids of the earlier messages scored together with this one (the speaker's context window).
     context_message_ids: Sequence[str] = ()
+    #: Known-content matches: {list_id, list_version, kind, hash_id, distance, label} each.
+    matches: Sequence[Mapping[str, Any]] = ()
     created_at: datetime = field(default_factory=utc_now)
 
 
@@ -177,6 +203,7 @@ class _PendingWrite:
 
     decisions: list[dict[str, Any]]
     labels: list[dict[str, Any]]
+    matches: list[dict[str, Any]]
     done: bool = False
     error: SQLAlchemyError | None = None
 
@@ -273,15 +300,23 @@ class AuditStore:
 
     def create_tables(self) -> None:
         """Create the tables and indexes if missing (safe when several replicas start together)."""
-        try:
-            with self.engine.begin() as connection:
-                if self.dialect == "postgresql":
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-                metadata.create_all(connection)
-        except SQLAlchemyError as exc:
-            raise ConfigError(
-                f"cannot prepare the audit store at {safe_url(self.url)}: {_first_line(exc)}"
-            ) from None
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as connection:
+                    if self.dialect == "postgresql":
+                        connection.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                        )
+                    metadata.create_all(connection)
+                return
+            except SQLAlchemyError as exc:
+                # SQLite has no advisory lock: a worker process starting beside this one can create a
+                # table between create_all's check and its CREATE. Checking again then finds it.
+                if "already exists" in str(exc) and attempt < 2:
+                    continue
+                raise ConfigError(
+                    f"cannot prepare the audit store at {safe_url(self.url)}: {_first_line(exc)}"
+                ) from None
 
     def journal_mode(self) -> str | None:
         """SQLite journal mode (expected: wal); None on other backends."""
@@ -371,9 +406,12 @@ class AuditStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def _rows(self, records: Sequence[AuditRecord]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _rows(
+        self, records: Sequence[AuditRecord]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         decisions: list[dict[str, Any]] = []
         labels: list[dict[str, Any]] = []
+        matches: list[dict[str, Any]] = []
         for record in records:
             decision_id = uuid.uuid4().hex
             created_at = record.created_at
@@ -407,7 +445,20 @@ class AuditStore:
                 }
             )
             labels.extend({"decision_id": decision_id, "label": label} for label in record_labels)
-        return decisions, labels
+            matches.extend(
+                {
+                    "decision_id": decision_id,
+                    "position": position,
+                    "list_id": str(match["list_id"]),
+                    "list_version": str(match["list_version"]),
+                    "kind": str(match["kind"]),
+                    "hash_id": str(match["hash_id"]),
+                    "distance": None if match.get("distance") is None else float(match["distance"]),
+                    "label": match.get("label"),
+                }
+                for position, match in enumerate(record.matches)
+            )
+        return decisions, labels, matches
 
     def _maybe_hash(self, domain: str, value: str | None) -> str | None:
         return None if value is None else self.hash_value(domain, value)
@@ -423,15 +474,15 @@ class AuditStore:
         """
         if not records:
             return []
-        decisions, labels = self._rows(records)  # a bad record fails its own request only
+        decisions, labels, matches = self._rows(records)  # a bad record fails its own request only
         if not self._group_commit:
             try:
                 with self._write_lock:
-                    self._insert(decisions, labels)
+                    self._insert(decisions, labels, matches)
             except SQLAlchemyError as exc:
                 raise self._unavailable(len(records), exc) from exc
             return [row["decision_id"] for row in decisions]
-        batch = _PendingWrite(decisions, labels)
+        batch = _PendingWrite(decisions, labels, matches)
         with self._pending_lock:
             self._pending.append(batch)
         with self._write_lock:
@@ -442,6 +493,7 @@ class AuditStore:
                     self._insert(
                         [row for item in group for row in item.decisions],
                         [row for item in group for row in item.labels],
+                        [row for item in group for row in item.matches],
                     )
                 except SQLAlchemyError as exc:
                     for item in group:
@@ -452,11 +504,15 @@ class AuditStore:
             raise self._unavailable(len(records), batch.error) from batch.error
         return [row["decision_id"] for row in decisions]
 
-    def _insert(self, decisions: list[dict[str, Any]], labels: list[dict[str, Any]]) -> None:
+    def _insert(
+        self, decisions: list[dict[str, Any]], labels: list[dict[str, Any]], matches: list[dict[str, Any]]
+    ) -> None:
         with self.engine.begin() as connection:
             connection.execute(insert(decisions_table), decisions)
             if labels:
                 connection.execute(insert(labels_table), labels)
+            if matches:
+                connection.execute(insert(matches_table), matches)
 
     @staticmethod
     def _unavailable(count: int, exc: SQLAlchemyError) -> AuditUnavailableError:
