@@ -75,8 +75,9 @@ def test_txt_input_keeps_line_numbers_and_actions_come_from_a_policy(
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [record["line"] for record in records] == [1, 3]
     strict = PolicySet.load(policies).get("strict")
+    thresholds = Scorer.from_artifact(tiny_artifact).spec.thresholds  # strict reviews at the model's own
     for record in records:
-        decision = strict.decide({label: record[f"score_{label}"] for label in LABELS})
+        decision = strict.decide({label: record[f"score_{label}"] for label in LABELS}, thresholds)
         assert (record["action"], record["flagged_labels"]) == (decision.action, decision.labels)
     assert sum((summary.actions or {}).values()) == 2
     with pytest.raises(UnknownPolicyError, match="nonesuch"):
