@@ -95,7 +95,7 @@ class Scorer:
     # -- the scoring path -------------------------------------------------------------------------
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        return encode(texts, self.tokenizer, self.spec.max_length)["input_ids"]
+        return encode(texts, self.tokenizer, self.spec.max_length, self.spec.text_prefix)["input_ids"]
 
     def logits_from_ids(self, input_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Logits [n, labels] in input order, computed in length-sorted, token-bounded batches."""
