@@ -17,6 +17,10 @@ the bench runs anywhere; its texts are short (~14 words), as chat messages are.
     python bench/backbone_throughput.py                         # 1 epoch of the seed set per variant
     python bench/backbone_throughput.py --rows 256 --rounds 2   # smaller, medians of 2 rounds
     python bench/backbone_throughput.py --data configs/data/combined.yaml --rows 3200 --max-length 128
+    python bench/backbone_throughput.py --rows 160 --threads 1  # steadier on a busy shared machine
+
+On a machine shared with other jobs, torch's default thread pool spends much of its time waiting for
+descheduled threads; one thread per variant gave the steadier ratios quoted in the README.
 """
 
 from __future__ import annotations
