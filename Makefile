@@ -63,6 +63,7 @@ serve: $(STAMP) ## Serve the champion model on 127.0.0.1:8000
 bench: $(STAMP) ## Benchmarks: ratios against a baseline measured in the same run
 	$(BIN)/python bench/prepare_throughput.py
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/backbone_throughput.py
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/robustness_gap.py

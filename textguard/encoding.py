@@ -2,7 +2,8 @@
 
 Every consumer tokenises through the Rust `tokenizers.Tokenizer` (the backend of a Hugging Face fast
 tokenizer, or loaded straight from `tokenizer.json` so the ONNX server never imports transformers),
-after `normalize()`. Padding happens per batch (dynamic padding), never to max_length.
+after `normalize()` and the model spec's text prefix. Padding happens per batch (dynamic padding),
+never to max_length.
 
 Two shapes of the same tokenisation:
 - `encode()`: one sequence per text, truncated to max_length. Training uses it (a label belongs to the
@@ -62,11 +63,20 @@ def _configure(tokenizer: Tokenizer, max_length: int) -> None:
         tokenizer.no_padding()
 
 
-def encode(texts: Sequence[str], tokenizer: Any, max_length: int) -> dict[str, list[list[int]]]:
-    """Normalise and tokenise (no padding). Returns input_ids and attention_mask lists."""
+def encode(
+    texts: Sequence[str], tokenizer: Any, max_length: int, text_prefix: str = ""
+) -> dict[str, list[list[int]]]:
+    """Normalise, prepend the model's text prefix and tokenise (no padding).
+
+    Returns input_ids and attention_mask lists. `text_prefix` comes from the model spec
+    (`ModelSpec.text_prefix`): backbones such as e5 were pretrained on "query: <text>" and read text
+    without it noticeably worse. It counts against max_length like any other token.
+    """
     backend = backend_tokenizer(tokenizer)
     _configure(backend, max_length)
-    encodings = backend.encode_batch([normalize(text) for text in texts], add_special_tokens=True)
+    encodings = backend.encode_batch(
+        [text_prefix + normalize(text) for text in texts], add_special_tokens=True
+    )
     return {
         "input_ids": [encoding.ids for encoding in encodings],
         "attention_mask": [encoding.attention_mask for encoding in encodings],

@@ -132,7 +132,7 @@ def _example_inputs(directory: Path, spec: ModelSpec) -> tuple[Any, Any]:
 
     tokenizer = load_tokenizer(directory, spec.max_length)
     texts = ["this is an example sentence used to trace the model for export", "ok"]
-    ids_lists = encode(texts, tokenizer, spec.max_length)["input_ids"]
+    ids_lists = encode(texts, tokenizer, spec.max_length, spec.text_prefix)["input_ids"]
     width = max(len(ids) for ids in ids_lists)
     if width < 3:
         raise ModelLoadError(f"{directory}: max_length {spec.max_length} is too small to export")

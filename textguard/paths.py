@@ -18,6 +18,19 @@ def project_root() -> Path:
     return here if (here / "configs").is_dir() else Path.cwd()
 
 
+#: Root of textguard's caches (downloaded models, prepared backbones); default ~/.cache/textguard.
+CACHE_ENV = "TEXTGUARD_CACHE_DIR"
+
+
+def backbones_cache_dir() -> Path:
+    """Prepared offline backbones: $TEXTGUARD_CACHE_DIR/backbones, else ~/.cache/textguard/backbones."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser() / "backbones"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "textguard" / "backbones"
+
+
 def shared_datasets_dir() -> Path:
     """The public datasets folder: $TEXTGUARD_SHARED_DATASETS, else ../shared/datasets beside the checkout."""
     override = os.environ.get("TEXTGUARD_SHARED_DATASETS")

@@ -155,11 +155,13 @@ class Scorer:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """One truncated sequence per text (its first window): what training sees, and warm-ups use."""
-        return encode(texts, self.tokenizer, self.spec.max_length)["input_ids"]
+        return encode(texts, self.tokenizer, self.spec.max_length, self.spec.text_prefix)["input_ids"]
 
     def windows(self, texts: Sequence[str]) -> EncodedWindows:
         """Normalise and tokenise whole texts into windows of the model's max_length."""
-        return encode_windows(texts, self.window_tokenizer, self.spec.max_length)
+        return encode_windows(
+            texts, self.window_tokenizer, self.spec.max_length, prefix=self.spec.text_prefix
+        )
 
     def iter_logits(
         self, input_ids: Sequence[Sequence[int]], max_batch_size: int | None = None

@@ -36,6 +36,9 @@ class ModelSpec(BaseModel):
     #: Chooses the activation (sigmoid for multi-label). Never inferred from the number of logits.
     problem_type: ProblemType = "multi_label_classification"
     max_length: int = Field(gt=0)
+    #: Prepended to every normalised text before tokenisation (e5 backbones: "query: "); specs written
+    #: before this field existed load with "" (what they were trained with).
+    text_prefix: str = Field(default="", max_length=64)
     #: Temperature scaling fitted on validation: probabilities = sigmoid(logits / temperature).
     temperature: float = Field(default=1.0, gt=0)
     #: Per-label decision thresholds on calibrated probabilities.

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from train_support import write_prepared
 
 from textguard.labels import LABELS
-from textguard.paths import resources_dir
 from textguard.scorer import Scorer
 from textguard.spec import SPEC_FILENAME, load_spec
 from textguard.training.config import TrainConfig, load_train_config
@@ -22,42 +22,6 @@ from textguard.training.pipeline import TrainResult, train
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 PROBE_TEXTS = ["can you share your screen", "merci à tous", "see you all tomorrow at nine", ""]
-
-
-def write_prepared(directory: Path, per_split: dict[str, int]) -> Path:
-    """A prepared folder (the data contract) from the seed set: first rows to train, then validation, test."""
-    from textguard.data.examples import Example
-    from textguard.data.prepared import write_report, write_split
-    from textguard.text import normalize
-
-    rows = [
-        json.loads(line)
-        for line in (resources_dir() / "seed" / "seed.jsonl").read_text().splitlines()
-        if line
-    ]
-    rng = np.random.default_rng(0)
-    rows = [rows[i] for i in rng.permutation(len(rows))]
-    directory.mkdir(parents=True)
-    start, counts = 0, {}
-    for split, size in per_split.items():
-        examples = [
-            Example(
-                id=row["id"],
-                text=normalize(row["text"]),
-                labels=tuple(row["labels"]),
-                language=row["language"],
-                source=row["source"],
-                dataset="seed",
-                hint="auto",
-                where="seed.jsonl",
-                split=split,
-            )
-            for row in rows[start : start + size]
-        ]
-        start += size
-        counts[split] = write_split(examples, directory / f"{split}.parquet")["rows"]
-    write_report({"name": "seed-sample", "splits": counts, "licenses": {"seed": "CC-BY-4.0"}}, directory)
-    return directory
 
 
 def smoke_config(prepared: Path, output: Path, tracking_uri: str, *overrides: str) -> TrainConfig:

@@ -18,7 +18,9 @@ CONFIGS = project_root() / "configs"
 ALL_CONFIGS = [
     "smoke",
     "quickstart",
+    "quickstart-minilm",
     "minilm-corpus",
+    "e5-corpus",
     "xlmr-base",
     "mdeberta-v3-base",
     "multilingual-e5-small",

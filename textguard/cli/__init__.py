@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from textguard.cli import data, evaluate, hashes, registry, report, serve, train
+from textguard.cli import data, evaluate, hashes, models, registry, report, serve, train
 from textguard.errors import TextguardError
 
 app = typer.Typer(
@@ -23,7 +23,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (data, train, registry, evaluate, serve, report, hashes):
+for module in (data, train, models, registry, evaluate, serve, report, hashes):
     module.register(app)
 
 

