@@ -34,7 +34,12 @@ import logging
 import secrets
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+
+try:  # POSIX only: orders schema creation on a shared SQLite file
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,7 +305,30 @@ class AuditStore:
 
     def create_tables(self) -> None:
         """Create the tables and indexes if missing (safe when several replicas start together)."""
-        for attempt in range(3):
+        with self._sqlite_schema_lock():
+            self._create_tables()
+
+    @contextlib.contextmanager
+    def _sqlite_schema_lock(self) -> Iterator[None]:
+        """Serialise schema creation across processes sharing one SQLite file (`serve --workers N`).
+
+        SQLite has no advisory lock and `create_all` checks then creates each table, so openers
+        starting together race; an exclusive lock on a file beside the database orders them.
+        PostgreSQL takes an advisory lock inside the transaction instead.
+        """
+        database = self.url.database if self.dialect == "sqlite" else None
+        if not database or database == ":memory:" or database.startswith("file:") or fcntl is None:
+            yield
+            return
+        with open(f"{database}.schema-lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _create_tables(self) -> None:
+        for attempt in range(5):
             try:
                 with self.engine.begin() as connection:
                     if self.dialect == "postgresql":
@@ -312,7 +340,7 @@ class AuditStore:
             except SQLAlchemyError as exc:
                 # SQLite has no advisory lock: a worker process starting beside this one can create a
                 # table between create_all's check and its CREATE. Checking again then finds it.
-                if "already exists" in str(exc) and attempt < 2:
+                if "already exists" in str(exc) and attempt < 4:
                     continue
                 raise ConfigError(
                     f"cannot prepare the audit store at {safe_url(self.url)}: {_first_line(exc)}"

@@ -75,8 +75,13 @@ def test_specs_without_a_prefix_still_load(tiny_artifact_copy: Path) -> None:
     assert scorer.predict_proba(["can you share your screen"]).shape == (1, 3)
 
 
-def test_freeze_trains_fewer_parameters_and_keeps_frozen_ones(prepared: Path, tmp_path: Path) -> None:
+def test_freeze_trains_fewer_parameters_and_keeps_frozen_ones(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow import MlflowClient
+
+    # MLFLOW_TRACKING_URI wins over tracking.uri (the Makefile exports one): read the run where it is.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     config = tiny_config(
