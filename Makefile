@@ -12,6 +12,8 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+# English HateCheck, evaluation only, from the shared datasets folder when it is on this machine.
+HATECHECK ?= $(or $(TEXTGUARD_SHARED_DATASETS),../shared/datasets)/hatecheck_en/test_suite_cases.csv
 
 .PHONY: help setup test test-slow lint typecheck format demo serve bench clean
 
@@ -46,12 +48,15 @@ format: $(STAMP) ## Format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: $(STAMP) ## The main job on the offline model: prepare seed data, card, train, evaluate, promote
-	$(BIN)/textguard data prepare --config configs/data/seed.yaml
-	$(BIN)/textguard data card --config configs/data/seed.yaml
+demo: $(STAMP) ## The main job on the offline model: prepare seed + stance data, card, train, evaluate, promote
+	$(BIN)/textguard data prepare --config configs/data/quickstart.yaml
+	$(BIN)/textguard data card --config configs/data/quickstart.yaml
 	$(BIN)/textguard train --config configs/quickstart.yaml
-	$(BIN)/textguard evaluate --model models:/textguard@candidate --data data/prepared/seed \
-		--suite textguard/resources/suites/meeting_functional.csv --perturb obfuscation,caption,typos
+	$(BIN)/textguard evaluate --model models:/textguard@candidate --data data/prepared/quickstart \
+		--suite textguard/resources/suites/meeting_functional.csv \
+		--suite textguard/resources/suites/meeting_multilingual.csv \
+		$(if $(wildcard $(HATECHECK)),--suite hatecheck_en=$(HATECHECK)) \
+		--perturb obfuscation,caption,typos
 	$(BIN)/textguard promote --from-alias candidate --alias champion --reason "make demo"
 	@echo
 	@echo "Serve it:        $(BIN)/textguard serve --model models:/textguard@champion"

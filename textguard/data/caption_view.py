@@ -56,6 +56,8 @@ def caption_copies(
                     where=f"caption copy of {row.where}",
                     split=row.split,
                     order=row.order,
+                    category=row.category,
+                    group=row.group,
                 )
             )
             per_split[row.split] += 1

@@ -281,6 +281,13 @@ class SourceSpec(TableSpec):
     language_map: dict[str, str] = Field(default_factory=dict)
     source: Literal["chat", "caption"] = "chat"
     source_column: str | None = None
+    #: A column naming what kind of row this is (a label or a hard-negative type such as
+    #: `counter_speech`); counted per split and language in the report and the data card.
+    category_column: str | None = None
+    #: A column whose rows belong together (a contrastive family: a harmful statement and its
+    #: stance-flipped siblings): they share one split and are thinned as a whole, so a model is
+    #: never evaluated on the sibling of a row it trained on.
+    group_column: str | None = None
     split: SplitHint = "auto"
     split_column: str | None = None
     split_map: dict[Scalar, SplitHint] = Field(default_factory=dict)
@@ -422,6 +429,10 @@ class DataConfig(StrictModel):
     #: Configs whose rows are never output but whose (near-)duplicates are removed from train and
     #: validation: evaluation suites a model must not have seen.
     decontaminate: list[str] = Field(default_factory=list)
+    #: As `decontaminate`, for suites that may not be on this machine (HateCheck lies in the shared
+    #: datasets folder, which a user's machine may lack): used when their files exist, otherwise
+    #: skipped and named in the report's `decontamination.skipped`.
+    decontaminate_if_present: list[str] = Field(default_factory=list)
     split: SplitSpec = Field(default_factory=SplitSpec)
     dedup: DedupSpec = Field(default_factory=DedupSpec)
     language_id: LanguageIdSpec = Field(default_factory=LanguageIdSpec)
@@ -553,6 +564,12 @@ def load_members(loaded: LoadedConfig) -> list[tuple[LoadedConfig, MemberSpec]]:
 
 def load_decontamination(loaded: LoadedConfig) -> list[LoadedConfig]:
     return [_load_named(loaded, name, "decontaminate") for name in loaded.config.decontaminate]
+
+
+def load_optional_decontamination(loaded: LoadedConfig) -> list[LoadedConfig]:
+    return [
+        _load_named(loaded, name, "decontaminate_if_present") for name in loaded.config.decontaminate_if_present
+    ]
 
 
 def _load_named(parent: LoadedConfig, name: str, field: str) -> LoadedConfig:

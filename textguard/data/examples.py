@@ -36,3 +36,7 @@ class Example:
     alive: bool = True
     #: Decontamination rows take part in de-duplication as test rows but are never written.
     anchor: bool = False
+    #: The row's kind where the data names it (a label or a hard-negative type); report only.
+    category: str | None = None
+    #: Rows sharing a group (a contrastive family) are split and thinned together.
+    group: str | None = None

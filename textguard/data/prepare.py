@@ -34,6 +34,7 @@ from textguard.data.dataconfig import (
     MemberSpec,
     load_data_config,
     load_decontamination,
+    load_optional_decontamination,
     load_members,
 )
 from textguard.data.dedup import CONFLICT_RULE, exact_key, near_duplicate_pairs, resolve_labels
@@ -41,7 +42,7 @@ from textguard.data.examples import HINT_RANK, SPLIT_RANK, Example
 from textguard.data.langid import fill_languages
 from textguard.data.prepared import default_output_dir, write_report, write_split
 from textguard.data.problems import Problems
-from textguard.data.sources import DatasetRows, load_dataset_rows
+from textguard.data.sources import DatasetRows, load_dataset_rows, missing_source_files
 from textguard.data.splits import assign_splits, sample_train
 from textguard.errors import ConfigError
 from textguard.labels import LABELS, TAXONOMY_VERSION
@@ -102,7 +103,8 @@ def prepare(
             _Member(member_loaded, spec, load_dataset_rows(member_loaded, problems, progress=progress))
             for member_loaded, spec in load_members(loaded)
         ]
-        anchors = _read_anchors(loaded, members, problems, progress)
+        skipped_suites: dict[str, str] = {}
+        anchors = _read_anchors(loaded, members, problems, progress, skipped_suites)
     examples = [row for member in members for row in member.rows.examples]
     for order, row in enumerate([*examples, *anchors]):
         row.order = order
@@ -231,11 +233,16 @@ def prepare(
             + _total(tally, "leak_near")
             + _total(tally, "leak_decontamination"),
         },
-        "decontamination": {"configs": list(top.decontaminate), "rows": len(anchors)},
+        "decontamination": {
+            "configs": [*top.decontaminate, *(n for n in top.decontaminate_if_present if n not in skipped_suites)],
+            "rows": len(anchors),
+            "skipped": skipped_suites,
+        },
         "sampling": sampling,
         "caption": caption_report,
         "splits": {split: files[f"{split}.parquet"]["rows"] for split in SPLITS},
         "labels": _label_counts(ordered),
+        "categories": _category_counts(ordered),
         "files": files,
         "timings_s": timer.seconds,
     }
@@ -247,13 +254,20 @@ def prepare(
 
 
 def _read_anchors(
-    loaded: LoadedConfig, members: list[_Member], problems: Problems, progress: bool
+    loaded: LoadedConfig, members: list[_Member], problems: Problems, progress: bool, skipped: dict[str, str]
 ) -> list[Example]:
+    """Rows of the decontamination suites; optional suites whose files are missing go to `skipped`."""
     names = {member.name for member in members}
     anchors: list[Example] = []
-    for anchor in load_decontamination(loaded):
+    required = load_decontamination(loaded)
+    for anchor in [*required, *load_optional_decontamination(loaded)]:
         if anchor.name in names:
             raise ConfigError(f"{loaded.path}: {anchor.name!r} is both included and in decontaminate")
+        if anchor not in required:
+            missing = missing_source_files(anchor)
+            if missing:
+                skipped[anchor.name] = f"not on this machine: {missing[0]}"
+                continue
         for row in load_dataset_rows(anchor, problems, progress=progress).examples:
             row.anchor = True
             row.hint = row.split = "test"
@@ -448,6 +462,19 @@ def _merge_language_reports(reports: Any) -> dict[str, Any]:
         total += report.get("rows", 0)
         detected.update(report.get("detected", {}))
     return {"rows": total, "detected": dict(detected.most_common())}
+
+
+def _category_counts(rows: list[Example]) -> dict[str, dict[str, dict[str, int]]]:
+    """split -> language -> category -> rows, for rows whose data names a category (the stance set's
+    hard-negative types reach training intact, language by language)."""
+    counts: dict[str, dict[str, Counter[str]]] = {split: defaultdict(Counter) for split in SPLITS}
+    for row in rows:
+        if row.category is not None and row.split is not None:
+            counts[row.split][row.language or "und"][row.category] += 1
+    return {
+        split: {language: dict(sorted(c.items())) for language, c in sorted(by_language.items())}
+        for split, by_language in counts.items()
+    }
 
 
 def _label_counts(rows: list[Example]) -> dict[str, dict[str, int]]:

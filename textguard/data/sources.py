@@ -41,6 +41,22 @@ class DatasetRows:
     rule_hits: dict[str, int] = field(default_factory=dict)
 
 
+def missing_source_files(loaded: LoadedConfig) -> list[str]:
+    """The files of a dataset's sources that are not on this machine (hub sources are never missing)."""
+    missing = []
+    for source in loaded.config.sources:
+        if source.kind == "hub" or source.path is None:
+            continue
+        try:
+            path = resolve_path(source.path, source.base, loaded.directory)
+        except DataError as exc:  # the shared datasets folder itself is missing
+            missing.append(str(exc))
+            continue
+        if not path.exists():
+            missing.append(str(path))
+    return missing
+
+
 def load_dataset_rows(loaded: LoadedConfig, problems: Problems, *, progress: bool = False) -> DatasetRows:
     """Every usable row of one (non-combined) dataset, texts normalised, labels mapped."""
     from tqdm.auto import tqdm
@@ -92,7 +108,14 @@ def load_dataset_rows(loaded: LoadedConfig, problems: Problems, *, progress: boo
 
 def _source_columns(source: SourceSpec, label_columns: set[str]) -> set[str]:
     needed = {source.text_column} | label_columns
-    for column in (source.id_column, source.language_column, source.source_column, source.split_column):
+    for column in (
+        source.id_column,
+        source.language_column,
+        source.source_column,
+        source.split_column,
+        source.category_column,
+        source.group_column,
+    ):
         if column is not None:
             needed.add(column)
     provided: set[str] = set()
@@ -140,7 +163,16 @@ def _to_example(
         dataset=dataset,
         hint=_split_hint(source, values, raw_id, folder_splits),
         where=str(record.where),
+        category=_optional_cell(values, source.category_column),
+        group=_optional_cell(values, source.group_column),
     )
+
+
+def _optional_cell(values: dict[str, Any], column: str | None) -> str | None:
+    if column is None:
+        return None
+    cell = values.get(column)
+    return None if is_missing(cell) else str(cell).strip() or None
 
 
 def clean_text(text: str, source: SourceSpec) -> str:

@@ -62,10 +62,12 @@ def assign_splits(
         return by_order[group_of.get(row.order, row.order)].id
 
     by_order = {row.order: row for row in rows}
-    pools = [row for row in rows if row.hint in ("auto", "trainval")]
+    pools = [row for row in rows if row.hint in ("auto", "trainval") and row.group is None]
     for row in rows:
         if row.hint not in ("auto", "trainval"):
             row.split = "train" if row.hint == "train" else row.hint
+        elif row.group is not None:
+            row.split = _family_split(row, spec)
     for members in strata(pools, extra=lambda row: row.hint).values():
         placed = positions(members, spec.seed, "split", key=group_key)
         for row in members:
@@ -80,6 +82,20 @@ def assign_splits(
                 row.split = "train"
     if group_of:
         _keep_groups_together(rows, group_of)
+
+
+def _family_split(row: Example, spec: SplitSpec) -> str:
+    """A family's split from a hash of its name: every sibling lands where the others do.
+
+    Families are per language, so the fractions hold per language as they do in the strata; they
+    are not stratified by label because a family holds both harmful and benign rows by design.
+    """
+    q = unit(spec.seed, "family", row.dataset, row.group or "")
+    if row.hint == "trainval":
+        return "validation" if q < spec.validation else "train"
+    if q < spec.test:
+        return "test"
+    return "validation" if q < spec.test + spec.validation else "train"
 
 
 def _keep_groups_together(rows: list[Example], group_of: dict[int, int]) -> None:
@@ -103,11 +119,18 @@ def sample_train(rows: list[Example], *, fraction: float, max_rows: int | None, 
     if fraction >= 1.0:
         keep = train
     else:
-        for members in strata(train).values():
+        # A family is kept or dropped whole: a harmful row without its stance-flipped siblings
+        # would teach the topic again.
+        keep = [
+            row
+            for row in train
+            if row.group is not None and unit(seed, "family-sample", row.group) < fraction
+        ]
+        for members in strata([row for row in train if row.group is None]).values():
             placed = positions(members, seed, "sample")
             keep.extend(row for row in members if placed[row.order] < fraction)
     if max_rows is not None and len(keep) > max_rows:
-        keep.sort(key=lambda row: (unit(seed, "cap", row.id), row.order))
+        keep.sort(key=lambda row: (unit(seed, "cap", row.group or row.id), row.order))
         keep = keep[:max_rows]
     kept = {row.order for row in keep}
     for row in train:

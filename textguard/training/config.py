@@ -84,6 +84,12 @@ class AugmentationConfig(StrictModel):
     rate: float = Field(default=0.0, ge=0.0, le=1.0)
     #: Perturbation kinds of `textguard.perturb` (empty: all of them).
     kinds: list[str] = Field(default_factory=list)
+    #: Share of harmful chat rows that get one copy inside a stance frame (textguard.data.stance_wrappers):
+    #: a condemning frame ("someone posted '...', reported") makes the copy benign, an endorsing one keeps
+    #: its labels. 0 disables it.
+    wrap_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: Of the wrapped copies, the share framed as agreement (labels kept) rather than condemnation.
+    endorse_share: float = Field(default=0.25, ge=0.0, le=1.0)
 
     @field_validator("kinds")
     @classmethod

@@ -140,6 +140,55 @@ def augment_train(train: Any, config: AugmentationConfig, seed: int) -> Any:
     return concatenate_datasets([train, copies.cast(train.features)])
 
 
+#: Characters per token the wrapped copies may average; below every seed language's rate for the
+#: SentencePiece and WordPiece vocabularies in use, so a framed copy fits `max_length` whole.
+_CHARS_PER_TOKEN_BOUND = 3
+
+
+def wrap_train(train: Any, config: AugmentationConfig, seed: int, max_length: int) -> Any:
+    """Add stance-framed copies of a `wrap_rate` share of harmful training rows (see stance_wrappers)."""
+    if config.wrap_rate <= 0 or len(train) == 0:
+        return train
+    from datasets import concatenate_datasets
+
+    from textguard.data.stance_wrappers import wrap_harmful
+    from textguard.text import normalize
+
+    wrapped = wrap_harmful(
+        list(train["text"]),
+        [bool(labels) for labels in train["labels"]],
+        list(train["language"]),
+        list(train["source"]),
+        rate=config.wrap_rate,
+        endorse_share=config.endorse_share,
+        max_chars=_CHARS_PER_TOKEN_BOUND * max_length,
+        seed=seed,
+    )
+    if not wrapped:
+        return train
+    by_index = {item.index: item for item in wrapped}
+    copies = train.select(sorted(by_index))
+
+    def framed(row: dict[str, Any]) -> dict[str, Any]:
+        item = by_index[row["__index"]]
+        return {
+            "text": normalize(item.text),
+            "id": f"{row['id']}~wrap",
+            "labels": [] if item.benign else row["labels"],
+        }
+
+    copies = copies.add_column("__index", sorted(by_index))
+    copies = copies.map(framed, keep_in_memory=True, desc="stance wrap").remove_columns("__index")
+    benign = sum(item.benign for item in wrapped)
+    log.info(
+        "stance wrappers added %d copies (%d condemned -> benign, %d endorsed)",
+        len(wrapped),
+        benign,
+        len(wrapped) - benign,
+    )
+    return concatenate_datasets([train, copies.cast(train.features)])
+
+
 def tokenise(split: Any, tokenizer: Any, max_length: int, name: str, text_prefix: str = "") -> Any:
     """input_ids, attention_mask, multi-hot float labels and token count; nothing padded yet.
 

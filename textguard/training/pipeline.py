@@ -39,7 +39,7 @@ from textguard.labels import LABELS, id2label, label2id
 from textguard.postprocess import probabilities
 from textguard.spec import ModelSpec
 from textguard.training.config import TrainConfig
-from textguard.training.data import Splits, augment_train, load_splits, multi_hot, tokenise
+from textguard.training.data import Splits, augment_train, load_splits, multi_hot, tokenise, wrap_train
 from textguard.training.freeze import ParameterCounts, apply_freeze, parameter_counts
 from textguard.training.metrics import classification_metrics, finite
 from textguard.training.model_source import resolve_model_dir
@@ -238,7 +238,9 @@ def _resume_point(resume: str | None, checkpoints: Path) -> str | None:
 
 def load_data(plan: RunPlan) -> Splits:
     splits = load_splits(plan.config.data, plan.rank)
-    splits.train = augment_train(splits.train, plan.config.training.augmentation, plan.config.training.seed)
+    training = plan.config.training
+    splits.train = augment_train(splits.train, training.augmentation, training.seed)
+    splits.train = wrap_train(splits.train, training.augmentation, training.seed, training.max_length)
     log.info(
         "data: %d train, %d validation, %d test rows from %s",
         len(splits.train),
