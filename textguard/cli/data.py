@@ -81,6 +81,58 @@ def card_command(
     typer.echo(f"wrote {path}")
 
 
+@data_app.command("mine-negatives")
+def mine_negatives_command(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="The previous model: a directory, runs:/<id>/model or models:/<name>@<alias>.",
+        ),
+    ],
+    prepared: Annotated[
+        Path, typer.Option("--prepared", "-p", help="Prepared dataset folder whose training split is mined.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Mined rows (JSONL); a .summary.json lands beside it.")
+    ],
+    max_rows: Annotated[
+        int | None, typer.Option("--max-rows", min=1, help="Keep at most this many, hardest first.")
+    ] = None,
+) -> None:
+    """Write the benign training rows the model flags, hardest first, for training.hard_negatives.
+
+    Example: textguard data mine-negatives --model models:/textguard@champion
+    --prepared data/prepared/reference --output data/mined/reference.jsonl
+    """
+    from tqdm.auto import tqdm
+
+    from textguard.data.mining import mine_hard_negatives, write_mined
+    from textguard.data.prepared import load_prepared
+    from textguard.scorer import Scorer
+
+    scorer = Scorer.from_artifact(model)
+    train = load_prepared(prepared, prepare_if_missing=False)["train"]
+    benign = sum(1 for labels in train["labels"] if not labels)
+    with tqdm(total=benign, desc="mine", unit=" rows", disable=not sys.stderr.isatty()) as bar:
+        mined = mine_hard_negatives(
+            scorer.predict_proba,
+            list(scorer.spec.labels),
+            scorer.spec.threshold_list(),
+            train,
+            max_rows=max_rows,
+            progress=bar.update,
+        )
+    summary = write_mined(
+        mined, output, {"model": model, "prepared": str(prepared), "benign_rows_scored": benign}
+    )
+    typer.echo(
+        f"{summary['rows']} of {benign} benign training rows flagged; wrote {output}"
+        f" (by label {summary['by_label']})"
+    )
+
+
 def _print_summary(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table

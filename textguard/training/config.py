@@ -102,6 +102,15 @@ class AugmentationConfig(StrictModel):
         return kinds
 
 
+class HardNegativesConfig(StrictModel):
+    """Benign training rows a previous model flagged (`textguard data mine-negatives`), repeated."""
+
+    #: The mined JSONL; its ids are matched against this run's training split (other rows are ignored).
+    file: Path | None = None
+    #: How many times each matched row appears in training (1: no extra weight).
+    repeat: int = Field(default=2, ge=1, le=10)
+
+
 class EarlyStoppingConfig(StrictModel):
     #: Evaluations without improvement before stopping (0 disables early stopping).
     patience: int = Field(default=3, ge=0)
@@ -148,6 +157,7 @@ class TrainingConfig(StrictModel):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    hard_negatives: HardNegativesConfig = Field(default_factory=HardNegativesConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
 
 

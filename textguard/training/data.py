@@ -14,7 +14,7 @@ import numpy as np
 from textguard.errors import DataError
 from textguard.labels import to_multi_hot
 from textguard.paths import project_root
-from textguard.training.config import AugmentationConfig, DataConfig
+from textguard.training.config import AugmentationConfig, DataConfig, HardNegativesConfig
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,37 @@ def wrap_train(train: Any, config: AugmentationConfig, seed: int, max_length: in
         len(wrapped) - benign,
     )
     return concatenate_datasets([train, copies.cast(train.features)])
+
+
+def repeat_hard_negatives(train: Any, config: HardNegativesConfig) -> Any:
+    """Repeat the training rows a mined file names (`repeat - 1` extra copies each)."""
+    if config.file is None or config.repeat <= 1:
+        return train
+    from datasets import concatenate_datasets
+
+    from textguard.data.mining import read_mined_ids
+
+    wanted = set(read_mined_ids(config.file))
+    matched = [
+        index
+        for index, (row_id, labels) in enumerate(zip(train["id"], train["labels"], strict=True))
+        if row_id in wanted and not labels
+    ]
+    log.info(
+        "hard negatives: %d of %d mined rows are in this training split, each repeated %dx",
+        len(matched),
+        len(wanted),
+        config.repeat,
+    )
+    if not matched:
+        return train
+    copies = [
+        train.select(matched).map(
+            lambda row, k=k: {"id": f"{row['id']}~hn{k}"}, keep_in_memory=True, desc="hard negatives"
+        )
+        for k in range(1, config.repeat)
+    ]
+    return concatenate_datasets([train, *copies])
 
 
 def tokenise(split: Any, tokenizer: Any, max_length: int, name: str, text_prefix: str = "") -> Any:

@@ -39,7 +39,15 @@ from textguard.labels import LABELS, id2label, label2id
 from textguard.postprocess import probabilities
 from textguard.spec import ModelSpec
 from textguard.training.config import TrainConfig
-from textguard.training.data import Splits, augment_train, load_splits, multi_hot, tokenise, wrap_train
+from textguard.training.data import (
+    Splits,
+    augment_train,
+    load_splits,
+    multi_hot,
+    repeat_hard_negatives,
+    tokenise,
+    wrap_train,
+)
 from textguard.training.freeze import ParameterCounts, apply_freeze, parameter_counts
 from textguard.training.metrics import classification_metrics, finite
 from textguard.training.model_source import resolve_model_dir
@@ -241,6 +249,7 @@ def load_data(plan: RunPlan) -> Splits:
     training = plan.config.training
     splits.train = augment_train(splits.train, training.augmentation, training.seed)
     splits.train = wrap_train(splits.train, training.augmentation, training.seed, training.max_length)
+    splits.train = repeat_hard_negatives(splits.train, training.hard_negatives)
     log.info(
         "data: %d train, %d validation, %d test rows from %s",
         len(splits.train),
