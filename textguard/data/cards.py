@@ -472,7 +472,38 @@ def _cleaning(report: dict[str, Any], members: list[tuple[LoadedConfig, MemberSp
                 [[name, _number(s["before"]), _number(s["after"])] for name, s in report["sampling"].items()],
             )
         )
+    skipped = report.get("decontamination", {}).get("skipped") or {}
+    for name, reason in skipped.items():
+        lines.append(f"Not decontaminated against {name}: {reason}.")
+    if report.get("eval_caps"):
+        lines.append("")
+        lines.append(
+            _table(
+                ["dataset", "split", "rows before the evaluation cap", "after"],
+                [
+                    [name, split, _number(s["before"]), _number(s["after"])]
+                    for name, caps in report["eval_caps"].items()
+                    for split, s in caps.items()
+                ],
+            )
+        )
+    lines.extend(_category_table(report.get("categories") or {}))
     return "\n".join(lines)
+
+
+def _category_table(categories: dict[str, dict[str, dict[str, int]]]) -> list[str]:
+    """Training rows by language x category, for rows whose data names a category (seed, stance)."""
+    train = categories.get("train") or {}
+    if not train:
+        return []
+    kinds = sorted({kind for by_kind in train.values() for kind in by_kind})
+    rows = [[language, *(_number(by_kind.get(kind, 0)) for kind in kinds)] for language, by_kind in train.items()]
+    return [
+        "",
+        "Training rows by language and category (rows whose data names one: the seed and stance sets):",
+        "",
+        _table(["language", *kinds], rows),
+    ]
 
 
 def _mapping(members: list[tuple[LoadedConfig, MemberSpec]], report: dict[str, Any]) -> str:

@@ -407,6 +407,10 @@ class MemberSpec(StrictModel):
     #: Fraction of the member's training rows to keep (stratified by labels and language).
     train_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     max_train_rows: int | None = Field(default=None, ge=1)
+    #: Cap on the member's validation and on its test rows (each; a seeded sample, families whole):
+    #: keeps evaluation within minutes on CPU when a large corpus is in the mixture. The same seed and
+    #: cap give the same rows in every mixture, so per-dataset test figures stay comparable.
+    max_eval_rows: int | None = Field(default=None, ge=1)
     why: str = ""
 
 

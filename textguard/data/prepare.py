@@ -43,7 +43,7 @@ from textguard.data.langid import fill_languages
 from textguard.data.prepared import default_output_dir, write_report, write_split
 from textguard.data.problems import Problems
 from textguard.data.sources import DatasetRows, load_dataset_rows, missing_source_files
-from textguard.data.splits import assign_splits, sample_train
+from textguard.data.splits import assign_splits, cap_eval, sample_train
 from textguard.errors import ConfigError
 from textguard.labels import LABELS, TAXONOMY_VERSION
 
@@ -165,6 +165,15 @@ def prepare(
             )
             sampling[member.name] = {"before": before, "after": after}
 
+    eval_caps: dict[str, dict[str, dict[str, int]]] = {}
+    for member in members:
+        if member.spec.max_eval_rows is not None:
+            capped = cap_eval(member.rows.examples, max_rows=member.spec.max_eval_rows, seed=top.seed)
+            if capped:
+                eval_caps[member.name] = {
+                    split: {"before": before, "after": after} for split, (before, after) in capped.items()
+                }
+
     kept = [row for row in examples if row.alive]
     copies: list[Example] = []
     caption_report: dict[str, Any] = {"enabled": False}
@@ -239,6 +248,7 @@ def prepare(
             "skipped": skipped_suites,
         },
         "sampling": sampling,
+        "eval_caps": eval_caps,
         "caption": caption_report,
         "splits": {split: files[f"{split}.parquet"]["rows"] for split in SPLITS},
         "labels": _label_counts(ordered),
@@ -444,6 +454,7 @@ def _member_report(
         "eval_only": config.eval_only,
         "train_fraction": member.spec.train_fraction,
         "max_train_rows": member.spec.max_train_rows,
+        "max_eval_rows": member.spec.max_eval_rows,
         "sources": [vars(stat) for stat in member.rows.sources],
         "label_rules": member.rows.rule_hits,
         "language_id": language_reports.get(member.name, {}),

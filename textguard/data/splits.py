@@ -112,6 +112,24 @@ def _keep_groups_together(rows: list[Example], group_of: dict[int, int]) -> None
                 row.split = target
 
 
+def cap_eval(rows: list[Example], *, max_rows: int, seed: int) -> dict[str, tuple[int, int]]:
+    """Keep at most `max_rows` validation and `max_rows` test rows of one dataset; split -> (before, after).
+
+    Rows are ranked by a seeded hash of their family (or id), so a family is kept or dropped whole and
+    the kept rows do not depend on which other datasets share the mixture.
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    for split in ("validation", "test"):
+        members = [row for row in rows if row.alive and row.split == split]
+        if len(members) <= max_rows:
+            continue
+        members.sort(key=lambda row: (unit(seed, "eval-cap", row.group or row.id), row.order))
+        for row in members[max_rows:]:
+            row.alive = False
+        counts[split] = (len(members), max_rows)
+    return counts
+
+
 def sample_train(rows: list[Example], *, fraction: float, max_rows: int | None, seed: int) -> tuple[int, int]:
     """Thin one dataset's training rows (stratified by language x labels); returns (before, after)."""
     train = [row for row in rows if row.alive and row.split == "train"]
