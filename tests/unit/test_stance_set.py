@@ -188,3 +188,28 @@ def test_wrapping_frames_harmful_chat_rows_only_and_flips_condemned_ones() -> No
     for item in wrapped:
         pool = frames.condemn if item.benign else frames.endorse
         assert item.text in {t.replace(QUOTE, texts[0]) for t in pool}
+
+
+def test_evaluation_caps_keep_families_whole_and_do_not_depend_on_the_mixture() -> None:
+    from textguard.data.splits import cap_eval
+
+    def rows() -> list[Example]:
+        made = [_example(i, f"f{i // 4}") for i in range(400)]
+        for row in made:
+            row.split = "test" if row.order < 200 else "validation"
+        return made
+
+    first = rows()
+    assert cap_eval(first, max_rows=98, seed=5) == {"test": (200, 100), "validation": (200, 100)}
+    kept = {row.id for row in first if row.alive}
+    assert len(kept) == 200  # 98 rows reach into a 25th family of 4, kept whole
+    by_family: dict[str, set[bool]] = defaultdict(set)
+    for row in first:
+        by_family[row.group or ""].add(row.alive)
+    assert all(len(states) == 1 for states in by_family.values())
+    # Another mixture (rows renumbered, more datasets around) keeps the same rows.
+    second = rows()
+    for row in second:
+        row.order += 1000
+    cap_eval(second, max_rows=98, seed=5)
+    assert {row.id for row in second if row.alive} == kept

@@ -124,9 +124,14 @@ def cap_eval(rows: list[Example], *, max_rows: int, seed: int) -> dict[str, tupl
         if len(members) <= max_rows:
             continue
         members.sort(key=lambda row: (unit(seed, "eval-cap", row.group or row.id), row.order))
-        for row in members[max_rows:]:
-            row.alive = False
-        counts[split] = (len(members), max_rows)
+        kept, last = 0, None
+        for row in members:
+            key = row.group or row.id
+            if kept < max_rows or key == last:  # the family that crosses the cap is kept whole
+                kept, last = kept + 1, key
+            else:
+                row.alive = False
+        counts[split] = (len(members), kept)
     return counts
 
 
