@@ -516,6 +516,10 @@ def _mapping(members: list[tuple[LoadedConfig, MemberSpec]], report: dict[str, A
     return "\n\n".join(blocks)
 
 
+#: Lexicon conditions run to hundreds of characters; the fixes table shows their start.
+_FIX_CONDITION_CHARS = 120
+
+
 def _fixes(members: list[tuple[LoadedConfig, MemberSpec]], report: dict[str, Any]) -> str:
     """Rules that correct a source's labels: what they change, how many rows, measured precision."""
     by_name = {entry["name"]: entry for entry in report.get("members", [])}
@@ -545,10 +549,15 @@ def _fixes(members: list[tuple[LoadedConfig, MemberSpec]], report: dict[str, Any
                 changed = sum(
                     count for hit, count in hits.items() if hit.split(": ", 1)[-1] == described[key]
                 )
+                condition = describe_condition(rule.when)
+                if len(condition) > _FIX_CONDITION_CHARS:
+                    condition = (
+                        condition[:_FIX_CONDITION_CHARS].rstrip() + " … (in full in the mapping table)"
+                    )
                 rows.append(
                     [
                         member.name,
-                        f"{scope}: {describe_condition(rule.when)}",
+                        f"{scope}: {condition}",
                         outcome,
                         _number(changed),
                         f"{fix.correct}/{fix.sample} = {fix.precision:.0%}",
