@@ -251,3 +251,13 @@ def test_shipped_label_fixes_change_only_untargeted_rows() -> None:
     assert _labels_of("mlma", {**mlma, "tweet": "يا خنزير"}) == ["hate_dehumanization"]
     assert _labels_of("mlma", {**mlma, "group": "arabs", "tweet": "sale arabe"}) == ["hate_dehumanization"]
     assert _labels_of("mlma", {**mlma, "target": "origin", "tweet": "x"}) == ["hate_dehumanization"]
+    # Davidson: the in-group AAE form alone is benign; with a second slur it stays hate.
+    assert _labels_of("davidson_hate_offensive", {"class": 0, "tweet": "where dat nicca at? lol"}) == []
+    assert _labels_of("davidson_hate_offensive", {"class": 0, "tweet": "that nigga a faggot"}) == [
+        "hate_dehumanization"
+    ]
+    assert _labels_of("davidson_hate_offensive", {"class": 1, "tweet": "my nigga"}) == []
+    # ETHOS: the two named counter-speech comments are benign, other hateful comments are not.
+    condemn = "This sick, disgusting, white terrorist/fascist killed more than 50 innocent people."
+    assert _labels_of("ethos", {"isHate": 1.0, "comment": condemn}) == []
+    assert _labels_of("ethos", {"isHate": 1.0, "comment": "FUCK GAYS disgusting"}) == ["hate_dehumanization"]
