@@ -29,10 +29,25 @@ def _config(tmp_path: Path, rows: str) -> Path:
         ],
         "labels": {
             "rules": [
-                {"column": "label", "map": {"bad": ["hate_dehumanization"], "ok": []}, "why": "toy mapping"}
+                {"column": "label", "map": {"bad": ["hate_dehumanization"], "ok": []}, "why": "toy mapping"},
+                {
+                    "when": {"column": "text", "op": "matches", "value": "number 1[0-9]"},
+                    "labels": [],
+                    "why": "toy fix",
+                    "fix": {
+                        "lesson": "teens taught as hate",
+                        "sample": 10,
+                        "correct": 9,
+                        "measured": "today",
+                    },
+                },
             ]
         },
-        "card": {"summary": "A toy dataset.", "known_gaps": ["Everything."]},
+        "card": {
+            "summary": "A toy dataset.",
+            "known_gaps": ["Everything."],
+            "rejected_fixes": ["twenties benign: 3/10, not kept"],
+        },
     }
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -126,4 +141,10 @@ def test_prepare_then_card(tmp_path: Path) -> None:
         assert heading in text
     assert "| label == bad | hate_dehumanization | toy mapping |" in text
     assert "No row carries `violent_threat`." in text
+    # The fix rule is listed with the rows it matched (10 to 19) and its measured precision.
+    assert "#### Label Fixes" in text
+    assert (
+        "| toy | all sources: text matches /number 1[0-9]/i | benign | 10 | 9/10 = 90% | teens taught" in text
+    )
+    assert "- twenties benign: 3/10, not kept" in text
     assert "note number" not in text  # statistics and prose, never rows

@@ -177,3 +177,87 @@ def test_overrides_reach_list_items_by_index_or_name() -> None:
 def test_hatecheck_config_cannot_be_put_in_train() -> None:
     with pytest.raises(ConfigError, match=r"hatecheck_en is evaluation-only"):
         load_data_config(CONFIG_DIR / "hatecheck_en.yaml", ["sources.cases.split=train"])
+
+
+def test_matches_is_a_case_insensitive_regular_expression() -> None:
+    mapper = _mapper(
+        {
+            "rules": [
+                {
+                    "when": {"column": "text", "op": "matches", "value": r"flüchtl|\bmigra"},
+                    "labels": ["hate_dehumanization"],
+                }
+            ]
+        }
+    )
+    assert mapper.labels({"text": "Die FLÜCHTLINGE ..."}) == ["hate_dehumanization"]
+    assert mapper.labels({"text": "Migranten"}) == ["hate_dehumanization"]
+    assert mapper.labels({"text": "Immigranten"}) == []  # \b holds
+    assert mapper.labels({"text": None}) == []  # a missing cell never matches
+    spec = validate(
+        LabelSpec, {"rules": [{"when": {"column": "t", "op": "matches", "value": "a|b"}, "labels": []}]}, "x"
+    )
+    assert describe_spec(spec)[0].condition == "t matches /a|b/i"
+    with pytest.raises(ConfigError, match=r"op 'matches' needs a regular expression"):
+        validate(
+            LabelSpec,
+            {"rules": [{"when": {"column": "t", "op": "matches", "value": "(a"}, "labels": []}]},
+            "x",
+        )
+
+
+def test_label_fix_precision_must_fit_its_sample() -> None:
+    rule = {
+        "when": {"column": "a", "op": "==", "value": 1},
+        "fix": {"lesson": "insults taught as hate", "sample": 50, "correct": 41},
+    }
+    spec = validate(LabelSpec, {"drop": [rule]}, "labels")
+    fix = spec.drop[0].fix
+    assert fix is not None and fix.precision == pytest.approx(0.82)
+    with pytest.raises(ConfigError, match=r"correct \(51\) cannot exceed sample \(50\)"):
+        validate(LabelSpec, {"drop": [{**rule, "fix": {**rule["fix"], "correct": 51}}]}, "labels")
+
+
+def _labels_of(name: str, row: dict[str, Any]) -> list[str] | None:
+    loaded = load_data_config(CONFIG_DIR / f"{name}.yaml")
+    spec = loaded.config.labels
+    assert spec is not None
+    return LabelMapper(spec).labels(row)
+
+
+def test_shipped_label_fixes_change_only_untargeted_rows() -> None:
+    # GermEval: ABUSE at a party is dropped, ABUSE naming a group stays hate, INSULT stays benign.
+    germeval = {"coarse": "OFFENSE", "fine": "ABUSE"}
+    assert _labels_of("germeval2018", {**germeval, "text": "Die Faschisten der SPD, nennt sie so!"}) is None
+    assert _labels_of("germeval2018", {**germeval, "text": "Die Asylanten nehmen Wohnungen weg"}) == [
+        "hate_dehumanization"
+    ]
+    assert _labels_of("germeval2018", {"coarse": "OFFENSE", "fine": "INSULT", "text": "Du Honk"}) == []
+    # HatEval: an insult at one person becomes benign; a group word or violence keeps the hate label.
+    hateval = {"HS": 1, "TR": 1, "AG": 1}
+    assert _labels_of("hateval2019", {**hateval, "text": "@user cállate puta"}) == []
+    assert _labels_of("hateval2019", {**hateval, "text": "@user go back to Mexico you skank"}) == [
+        "hate_dehumanization"
+    ]
+    assert _labels_of("hateval2019", {**hateval, "text": "@user I will kill you bitch"}) == [
+        "hate_dehumanization"
+    ]
+    assert _labels_of("hateval2019", {"HS": 1, "TR": 0, "AG": 0, "text": "stfu hoe"}) == [
+        "hate_dehumanization"
+    ]
+    # MLMA: "hateful" at an individual is benign in English and French, not in Arabic script.
+    mlma = {"sentiment": "hateful_offensive", "target": "other", "group": "individual"}
+    assert _labels_of("mlma", {**mlma, "tweet": "what a twat"}) == []
+    assert _labels_of("mlma", {**mlma, "tweet": "يا خنزير"}) == ["hate_dehumanization"]
+    assert _labels_of("mlma", {**mlma, "group": "arabs", "tweet": "sale arabe"}) == ["hate_dehumanization"]
+    assert _labels_of("mlma", {**mlma, "target": "origin", "tweet": "x"}) == ["hate_dehumanization"]
+    # Davidson: the in-group AAE form alone is benign; with a second slur it stays hate.
+    assert _labels_of("davidson_hate_offensive", {"class": 0, "tweet": "where dat nicca at? lol"}) == []
+    assert _labels_of("davidson_hate_offensive", {"class": 0, "tweet": "that nigga a faggot"}) == [
+        "hate_dehumanization"
+    ]
+    assert _labels_of("davidson_hate_offensive", {"class": 1, "tweet": "my nigga"}) == []
+    # ETHOS: the two named counter-speech comments are benign, other hateful comments are not.
+    condemn = "This sick, disgusting, white terrorist/fascist killed more than 50 innocent people."
+    assert _labels_of("ethos", {"isHate": 1.0, "comment": condemn}) == []
+    assert _labels_of("ethos", {"isHate": 1.0, "comment": "FUCK GAYS disgusting"}) == ["hate_dehumanization"]

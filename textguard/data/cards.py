@@ -14,8 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textguard.data.dataconfig import SPLITS, LoadedConfig, MemberSpec, load_members
-from textguard.data.labelling import describe_spec
+from textguard.data.dataconfig import (
+    SPLITS,
+    DropRule,
+    LabelSpec,
+    LoadedConfig,
+    MemberSpec,
+    WhenRule,
+    load_members,
+)
+from textguard.data.labelling import describe_condition, describe_spec, rule_descriptions
 from textguard.data.prepared import read_report, read_split_table
 from textguard.errors import DataError
 from textguard.labels import DEFINITIONS, LABELS, TAXONOMY_VERSION
@@ -295,6 +303,8 @@ def render_card(loaded: LoadedConfig, prepared_dir: str | Path) -> str:
             add(f"Source label scheme ({prefix}from SOURCE.md): " + " ".join(scheme) + "\n")
     add("#### Label Mapping\n")
     add(_mapping(members, report) + "\n")
+    add("#### Label Fixes\n")
+    add(_fixes(members, report) + "\n")
     add("### Personal and Sensitive Information\n")
     add(_personal(members) + "\n")
 
@@ -535,6 +545,76 @@ def _mapping(members: list[tuple[LoadedConfig, MemberSpec]], report: dict[str, A
             f"{_table(['applies to', 'condition', 'result', 'why'], rows)}\n\nRule hits:\n\n{hit_table}"
         )
     return "\n\n".join(blocks)
+
+
+#: Lexicon conditions run to hundreds of characters; the fixes table shows their start.
+_FIX_CONDITION_CHARS = 120
+
+
+def _fixes(members: list[tuple[LoadedConfig, MemberSpec]], report: dict[str, Any]) -> str:
+    """Rules that correct a source's labels: what they change, how many rows, measured precision."""
+    by_name = {entry["name"]: entry for entry in report.get("members", [])}
+    rows: list[list[str]] = []
+    rejected: list[str] = []
+    for member, _ in members:
+        config = member.config
+        hits: dict[str, int] = by_name.get(member.name, {}).get("label_rules", {})
+        specs: list[tuple[str, LabelSpec]] = []
+        if config.labels is not None:
+            specs.append(("all sources", config.labels))
+        specs += [(f"source {s.name}", s.labels) for s in config.sources if s.labels is not None]
+        for scope, spec in specs:
+            described = rule_descriptions(spec)
+            fixed: list[tuple[str, DropRule | WhenRule]] = [
+                (f"drop[{index}]", rule) for index, rule in enumerate(spec.drop) if rule.fix is not None
+            ]
+            fixed += [
+                (f"rules[{index}]", rule)
+                for index, rule in enumerate(spec.rules)
+                if isinstance(rule, WhenRule) and rule.fix is not None
+            ]
+            for key, rule in fixed:
+                fix = rule.fix
+                assert fix is not None
+                outcome = "drop row" if isinstance(rule, DropRule) else (", ".join(rule.labels) or "benign")
+                changed = sum(
+                    count for hit, count in hits.items() if hit.split(": ", 1)[-1] == described[key]
+                )
+                condition = describe_condition(rule.when)
+                if len(condition) > _FIX_CONDITION_CHARS:
+                    condition = (
+                        condition[:_FIX_CONDITION_CHARS].rstrip() + " … (in full in the mapping table)"
+                    )
+                rows.append(
+                    [
+                        member.name,
+                        f"{scope}: {condition}",
+                        outcome,
+                        _number(changed),
+                        f"{fix.correct}/{fix.sample} = {fix.precision:.0%}",
+                        fix.lesson,
+                        fix.measured,
+                    ]
+                )
+        rejected += [
+            f"{member.name}: {item}" if len(members) > 1 else item for item in config.card.rejected_fixes
+        ]
+    text = (
+        "Rules that correct the source's labels where they teach the wrong lesson by the taxonomy. "
+        "Precision: of a random sample of the rows a rule changes, the share whose new outcome "
+        "(label set, or removal) is right by the taxonomy. Rows changed: in this prepared data, "
+        "before de-duplication.\n\n"
+    )
+    if rows:
+        text += _table(
+            ["dataset", "rule", "new outcome", "rows changed", "precision", "wrong lesson fixed", "measured"],
+            rows,
+        )
+    else:
+        text += "None."
+    if rejected:
+        text += "\n\nTried and not kept:\n\n" + _bullets(rejected)
+    return text
 
 
 def _personal(members: list[tuple[LoadedConfig, MemberSpec]]) -> str:

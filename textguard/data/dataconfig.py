@@ -37,7 +37,9 @@ Scalar = str | int | float | bool
 #: Dataset-specific clean-ups applied before normalize(): HTML entities left in tweets, user
 #: handles and links (chat text has names, not handles; masking keeps data and model free of them).
 CleanStep = Literal["html_unescape", "mask_mentions", "mask_urls"]
-CompareOp = Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "has", "missing", "present"]
+CompareOp = Literal[
+    "==", "!=", ">", ">=", "<", "<=", "in", "not_in", "contains", "has", "matches", "missing", "present"
+]
 
 SPLITS: tuple[SplitName, ...] = ("train", "validation", "test")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -55,7 +57,11 @@ def _check_labels(labels: list[str]) -> list[str]:
 
 
 class Compare(StrictModel):
-    """`{column: violence, op: ">=", value: 0.5}`; a missing cell never matches (except `missing`)."""
+    """`{column: violence, op: ">=", value: 0.5}`; a missing cell never matches (except `missing`).
+
+    `matches` searches the cell with a case-insensitive regular expression (a lexicon:
+    `{column: text, op: matches, value: "flüchtl|migra|asyl"}`).
+    """
 
     column: str
     op: CompareOp = "=="
@@ -76,6 +82,11 @@ class Compare(StrictModel):
             raise ValueError(f"op {self.op!r} needs a single value, not a list")
         if self.op == "has" and not self.sep:
             raise ValueError("op 'has' needs sep (the token separator)")
+        if self.op == "matches":
+            try:
+                re.compile(str(self.value))
+            except re.error as error:
+                raise ValueError(f"op 'matches' needs a regular expression: {error}") from None
         return self
 
 
@@ -112,12 +123,40 @@ def condition_columns(condition: Condition) -> set[str]:
 # --------------------------------------------------------------------------- label rules
 
 
+class LabelFix(StrictModel):
+    """A rule that corrects a source's labels, with its measured precision.
+
+    Someone read `sample` of the rows the rule changes and found the new outcome (the new label set,
+    or removing the row) right by the taxonomy in `correct` of them. The data card lists every fix
+    with its precision and the number of rows it changed in the prepared data.
+    """
+
+    #: The wrong lesson the source labels teach without the rule.
+    lesson: str
+    sample: int = Field(ge=1)
+    correct: int = Field(ge=0)
+    #: Who measured and when, e.g. "2026-12-05, 50 random changed rows read by one annotator".
+    measured: str = ""
+
+    @model_validator(mode="after")
+    def _correct_fits_sample(self) -> LabelFix:
+        if self.correct > self.sample:
+            raise ValueError(f"correct ({self.correct}) cannot exceed sample ({self.sample})")
+        return self
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.sample
+
+
 class WhenRule(StrictModel):
     """Add `labels` to every row where `when` holds (`[]` documents a benign case; it adds nothing)."""
 
     when: Condition
     labels: list[str]
     why: str = ""
+    #: Set when the rule corrects the source's labels (it changes rows, it does not just map them).
+    fix: LabelFix | None = None
 
     _labels_known = field_validator("labels")(_check_labels)
 
@@ -156,6 +195,7 @@ LabelRule = WhenRule | MapRule | FromColumnRule
 class DropRule(StrictModel):
     when: Condition
     why: str = ""
+    fix: LabelFix | None = None
 
 
 class LabelSpec(StrictModel):
@@ -398,6 +438,8 @@ class CardSpec(StrictModel):
     known_gaps: list[str] = Field(default_factory=list)
     intended_use: str = ""
     out_of_scope: str = ""
+    #: Label fixes that were tried and measured but not kept (with their measured precision).
+    rejected_fixes: list[str] = Field(default_factory=list)
 
 
 class MemberSpec(StrictModel):
@@ -572,7 +614,8 @@ def load_decontamination(loaded: LoadedConfig) -> list[LoadedConfig]:
 
 def load_optional_decontamination(loaded: LoadedConfig) -> list[LoadedConfig]:
     return [
-        _load_named(loaded, name, "decontaminate_if_present") for name in loaded.config.decontaminate_if_present
+        _load_named(loaded, name, "decontaminate_if_present")
+        for name in loaded.config.decontaminate_if_present
     ]
 
 

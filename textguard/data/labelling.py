@@ -8,6 +8,7 @@ Cells compare numerically when both sides are numbers ("2.0" == 2), else as trim
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -111,6 +112,8 @@ def _compare(condition: Compare, cell: Any) -> bool:
     if op == "has":
         tokens = {token.strip() for token in str(cell).split(condition.sep)}
         return str(value) in tokens
+    if op == "matches":
+        return _pattern(str(value)).search(str(cell)) is not None
     number = as_number(cell)
     if number is None or math.isnan(number):
         raise RowProblem("not_a_number", condition.column, f"expected a number, got {shown(cell)}")
@@ -128,6 +131,11 @@ def _compare(condition: Compare, cell: Any) -> bool:
     return number <= limit
 
 
+@functools.lru_cache(maxsize=256)
+def _pattern(expression: str) -> re.Pattern[str]:
+    return re.compile(expression, re.IGNORECASE)
+
+
 def describe_condition(condition: Condition) -> str:
     """Readable form for reports and data cards: `violence >= 0.5`, `all of (a; b)`."""
     if isinstance(condition, AllOf):
@@ -141,6 +149,8 @@ def describe_condition(condition: Condition) -> str:
         return f"{column} is {condition.op}"
     if condition.op == "has":
         return f"{column} has token {condition.value!r} (split on {condition.sep!r})"
+    if condition.op == "matches":
+        return f"{column} matches /{condition.value}/i"
     if isinstance(condition.value, list):
         return f"{column} {condition.op.replace('_', ' ')} {', '.join(map(str, condition.value))}"
     return f"{column} {condition.op} {condition.value}"
