@@ -44,7 +44,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, case, func, literal, select, true
+from sqlalchemy import ColumnElement, and_, case, func, literal_column, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from textguard.errors import DataError
@@ -312,15 +312,17 @@ def aggregate(
             row.flagged += int(flagged or 0)
         meetings_query = select(*keys, meetings_n).select_from(source).where(in_period).group_by(*keys)
         for *key, meetings in connection.execute(meetings_query):
-            rows[tuple(str(k) for k in key)].meetings = int(meetings)
+            rows.setdefault(tuple(str(k) for k in key), _Row(dict.fromkeys(ACTIONS, 0))).meetings = int(
+                meetings
+            )
         return rows
 
-    label_or_none = func.coalesce(lbl.c.label, literal(NO_LABEL))
+    label_or_none = func.coalesce(lbl.c.label, literal_column(f"'{NO_LABEL}'"))
     with_labels = d.outerjoin(lbl, lbl.c.decision_id == d.c.decision_id)
     with_matches = mt.join(d, mt.c.decision_id == d.c.decision_id)
     try:
         with store.engine.connect() as connection:
-            totals = grouped(connection, [literal("all")])
+            totals = grouped(connection, [])
             by_label = grouped(connection, [lbl.c.label], lbl.join(d, lbl.c.decision_id == d.c.decision_id))
             by_language = grouped(connection, [d.c.language])
             by_source = grouped(connection, [d.c.source])
@@ -367,13 +369,13 @@ def aggregate(
             policies = connection.execute(
                 select(
                     d.c.policy,
-                    func.coalesce(d.c.policy_version, literal("unknown")),
+                    d.c.policy_version,
                     func.count(),
                     func.min(d.c.created_at),
                     func.max(d.c.created_at),
                 )
                 .where(in_period)
-                .group_by(d.c.policy, func.coalesce(d.c.policy_version, literal("unknown")))
+                .group_by(d.c.policy, d.c.policy_version)
             ).all()
     except SQLAlchemyError as exc:
         raise DataError(f"cannot read the audit store: {str(exc).splitlines()[0]}") from None
@@ -395,7 +397,7 @@ def aggregate(
         generated_at=datetime.now(UTC),
         taxonomy_version=TAXONOMY_VERSION,
         suppression={"min_count": rule.min_count, "min_meetings": rule.min_meetings},
-        totals=_breakdown("all", totals.get(("all",), _Row(dict.fromkeys(ACTIONS, 0))), rule),
+        totals=_breakdown("all", totals.get((), _Row(dict.fromkeys(ACTIONS, 0))), rule),
         meetings=rule.count(int(meetings)),
         meetings_actioned=rule.count(int(meetings_actioned)),
         by_label=[
@@ -435,7 +437,7 @@ def aggregate(
             (
                 PolicyUsage(
                     policy=name,
-                    policy_version=version,
+                    policy_version=version or "unknown",  # rows from before policies had versions
                     decisions=rule.count(int(count)),
                     first_seen=_as_utc(first),
                     last_seen=_as_utc(last),

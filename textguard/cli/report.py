@@ -91,12 +91,12 @@ def report(
     first, last, label = resolve_period(period, since, until)
     rule = Suppression(min_count, min_meetings)
     url = audit_url or os.environ.get("TEXTGUARD_AUDIT_URL") or DEFAULT_AUDIT_URL
-    _require_existing_sqlite(url)
     # Reading needs no hash key and never creates an audit store in someone's database; a store written
     # by an older textguard gets the additive migration (new columns and tables) first.
+    require_existing_sqlite(url)
     store = AuditStore(url, hash_key=None, create=False)
     try:
-        _migrate_if_older(store)
+        require_audit_store(store, url)
         result = aggregate(store, first, last, tenant=tenant, suppression=rule, period=label)
     finally:
         store.close()
@@ -115,13 +115,13 @@ def report(
         typer.echo(f"wrote {output}", err=True)
 
 
-def _migrate_if_older(store: AuditStore) -> None:
-    from textguard.audit import DECISIONS_TABLE
-
+def require_audit_store(store: AuditStore, url: str) -> None:
+    """Refuse a database without an audit store; add what an older store lacks (additive migration)."""
+    require_existing_sqlite(url)
     missing = store.missing_schema()
     if not missing:
         return
-    if DECISIONS_TABLE in missing or not _has_decisions(store):
+    if not _has_decisions(store):
         raise DataError(
             f"{store.url.render_as_string(hide_password=True)} holds no audit store (check --audit-url)"
         )
@@ -138,7 +138,7 @@ def _has_decisions(store: AuditStore) -> bool:
         return DECISIONS_TABLE in inspect(connection).get_table_names(schema=store.schema)
 
 
-def _require_existing_sqlite(url: str) -> None:
+def require_existing_sqlite(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
