@@ -835,14 +835,14 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _title(report: TransparencyReport) -> str:
+def report_title(report: TransparencyReport) -> str:
     who = f", tenant {report.tenant}" if report.tenant else ""
     return f"textguard transparency report, {report.since} to {report.until}{who}"
 
 
 def to_markdown(report: TransparencyReport) -> str:
     parts = [
-        f"# {_title(report)}",
+        f"# {report_title(report)}",
         "",
         "Automated decisions on meeting chat and live captions (UTC days, both ends included). Reviews, "
         "appeals and exposure are those of the decisions made in the period, as known at "
@@ -860,11 +860,11 @@ def to_html(report: TransparencyReport) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{escape(_title(report))}</title>",
+        f"<title>{escape(report_title(report))}</title>",
         "<style>body{font-family:sans-serif;max-width:72rem;margin:2rem auto}table{border-collapse:collapse;"
         "margin-bottom:1.5rem}th,td{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}"
         "th:first-child,td:first-child{text-align:left}</style></head><body>",
-        f"<h1>{escape(_title(report))}</h1>",
+        f"<h1>{escape(report_title(report))}</h1>",
     ]
     for section in sections(report):
         parts.append(f"<h2>{escape(section.title)}</h2>")

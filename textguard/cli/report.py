@@ -156,9 +156,10 @@ def _print_tables(result: TransparencyReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from textguard.report import sections
+    from textguard.report import report_title, sections
 
     console = Console()
+    console.print(report_title(result), style="bold")
     for section in sections(result):
         table = Table(title=section.title, title_justify="left")
         for index, name in enumerate(section.header):
