@@ -300,8 +300,15 @@ def aggregate(
     def grouped(connection: Any, keys: Sequence[Any], source: Any = d) -> dict[tuple[str, ...], _Row]:
         """Per key (tuple): decisions per action, flagged decisions, distinct meetings."""
         rows: dict[tuple[str, ...], _Row] = {}
+        # Over audit_decisions alone every row is one decision: plain counts, no DISTINCT to sort by.
+        alone = source is d
         query = (
-            select(*keys, d.c.action, decisions_n, flagged_id)
+            select(
+                *keys,
+                d.c.action,
+                func.count() if alone else decisions_n,
+                func.sum(case((is_flagged, 1), else_=0)) if alone else flagged_id,
+            )
             .select_from(source)
             .where(in_period)
             .group_by(*keys, d.c.action)
