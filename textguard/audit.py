@@ -2,8 +2,14 @@
 
 One row per decision in `audit_decisions`, one row per flagged label in `audit_labels` and one row per
 known-content (hash list) match in `audit_matches` (so reports can GROUP BY label or list with the same
-SQL on SQLite and PostgreSQL instead of dialect-specific JSON functions). New tables, never new columns:
-`CREATE TABLE IF NOT EXISTS` upgrades an existing store without a migration step.
+SQL on SQLite and PostgreSQL instead of dialect-specific JSON functions). Human review outcomes
+(confirm / overturn / appeal / reinstate) go to `audit_reviews` and what the platform reports about a
+flagged message's exposure (participants, shown, removed) to `audit_events`, both keyed by decision.
+
+Schema changes are additive: new tables come from `CREATE TABLE IF NOT EXISTS`, and the columns added
+since the first version (`tenant`, `key_id`, `policy_version`, see MIGRATED_COLUMNS) are added to an
+existing `audit_decisions` with `ALTER TABLE ... ADD COLUMN` when a store opens for writing; older rows
+belong to the tenant `default`.
 
 Privacy: message ids, meeting ids, speaker ids and the normalised text are stored only as keyed
 HMAC-SHA256 digests (a plain hash of a short chat message is reversible by guessing; a keyed hash is
@@ -65,6 +71,8 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
+    select,
     text,
 )
 from sqlalchemy.engine import URL, make_url
@@ -78,6 +86,14 @@ logger = logging.getLogger(__name__)
 DECISIONS_TABLE = "audit_decisions"
 LABELS_TABLE = "audit_labels"
 MATCHES_TABLE = "audit_matches"
+REVIEWS_TABLE = "audit_reviews"
+EVENTS_TABLE = "audit_events"
+#: The tenant of rows written before audit rows carried one, and of callers without API keys.
+DEFAULT_TENANT = "default"
+#: What a review of a decision can conclude (docs/transparency.md):
+#: confirm/overturn: a human reviewer upheld or reversed the automated decision;
+#: appeal: the author (or another participant) contested it; reinstate: removed content was restored.
+REVIEW_OUTCOMES: tuple[str, ...] = ("confirm", "overturn", "appeal", "reinstate")
 #: Advisory-lock key that serialises `CREATE TABLE` across replicas starting at the same time.
 _SCHEMA_LOCK_KEY = 0x7467_6175_6469_74  # "tgaudit"
 _KEY_ID_MESSAGE = b"textguard-audit-key-id"
@@ -139,6 +155,11 @@ decisions_table = Table(
     Column("model_version", String(64), nullable=False),
     # Hashed ids of the caption segments whose text formed the scored window (captions only).
     Column("context_hashes", JSON),
+    # Added by issue 13 (migrated onto older stores by `migrate`, see MIGRATED_COLUMNS): the tenant
+    # of the API key that asked, the key's public id, and a fingerprint of the policy's thresholds.
+    Column("tenant", String(64), nullable=False, server_default=DEFAULT_TENANT),
+    Column("key_id", String(64)),
+    Column("policy_version", String(16)),
     Index("ix_audit_decisions_created_at", "created_at"),
     Index("ix_audit_decisions_message_hash", "message_hash"),
     Index("ix_audit_decisions_meeting_hash", "meeting_hash"),
@@ -177,6 +198,61 @@ matches_table = Table(
     Index("ix_audit_matches_list", "list_id"),
 )
 
+#: Indexes on migrated columns: `create_all` does not add indexes to a table that exists already.
+tenant_index = Index(
+    "ix_audit_decisions_tenant_created_at", decisions_table.c.tenant, decisions_table.c.created_at
+)
+
+reviews_table = Table(
+    REVIEWS_TABLE,
+    metadata,
+    Column("review_id", String(32), primary_key=True),
+    Column(
+        "decision_id",
+        String(32),
+        ForeignKey(f"{DECISIONS_TABLE}.decision_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # The decision's tenant (copied so reports filter without a join).
+    Column("tenant", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    # The labels a reviewer found (confirm/overturn); NULL when the review did not say.
+    Column("labels", JSON),
+    # Public id of the API key that recorded the review (never a person's name).
+    Column("reviewer", String(64)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_audit_reviews_decision", "decision_id"),
+    Index("ix_audit_reviews_tenant_created_at", "tenant", "created_at"),
+)
+
+events_table = Table(
+    EVENTS_TABLE,
+    metadata,
+    Column("event_id", String(32), primary_key=True),
+    Column(
+        "decision_id",
+        String(32),
+        ForeignKey(f"{DECISIONS_TABLE}.decision_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tenant", String(64), nullable=False),
+    # Participants in the meeting when the message or caption was shown (as the platform counts them).
+    Column("participants", Integer),
+    # When the message or caption became visible, and when the platform removed it (NULL: not removed).
+    Column("shown_at", UTCDateTime()),
+    Column("removed_at", UTCDateTime()),
+    Column("reporter", String(64)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_audit_events_decision", "decision_id"),
+)
+
+#: Columns added to `audit_decisions` after stores existed: (name, DDL type and default) per column.
+MIGRATED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("tenant", f"VARCHAR(64) NOT NULL DEFAULT '{DEFAULT_TENANT}'"),
+    ("key_id", "VARCHAR(64)"),
+    ("policy_version", "VARCHAR(16)"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
@@ -200,6 +276,37 @@ class AuditRecord:
     #: Known-content matches: {list_id, list_version, kind, hash_id, distance, label} each.
     matches: Sequence[Mapping[str, Any]] = ()
     created_at: datetime = field(default_factory=utc_now)
+    #: The tenant of the API key that asked (reports are scoped by it) and the key's public id.
+    tenant: str = DEFAULT_TENANT
+    key_id: str | None = None
+    #: Fingerprint of the policy's thresholds and known-content actions (textguard.policy).
+    policy_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionInfo:
+    """What reviews, events and `data import-reviews` need to know about one audited decision."""
+
+    decision_id: str
+    tenant: str
+    created_at: datetime
+    action: str
+    labels: list[str]
+    source: str
+    language: str
+    text_hash: str
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewInfo:
+    review_id: str
+    decision_id: str
+    tenant: str
+    outcome: str
+    labels: list[str] | None
+    reviewer: str | None
+    created_at: datetime
 
 
 @dataclass(slots=True)
@@ -336,6 +443,7 @@ class AuditStore:
                             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
                         )
                     metadata.create_all(connection)
+                    self._migrate(connection)
                 return
             except SQLAlchemyError as exc:
                 # SQLite has no advisory lock: a worker process starting beside this one can create a
@@ -345,6 +453,44 @@ class AuditStore:
                 raise ConfigError(
                     f"cannot prepare the audit store at {safe_url(self.url)}: {_first_line(exc)}"
                 ) from None
+
+    def _migrate(self, connection: Any) -> None:
+        """Add the columns and indexes later versions need to an existing `audit_decisions`.
+
+        Only additive steps (ADD COLUMN with a default, CREATE INDEX IF NOT EXISTS), so a store written by
+        an older textguard keeps every row: its decisions belong to the tenant `default`. Runs inside the
+        schema lock (file lock on SQLite, advisory lock on PostgreSQL), so replicas do not race.
+        """
+        present = {
+            column["name"] for column in inspect(connection).get_columns(DECISIONS_TABLE, schema=self.schema)
+        }
+        preparer = connection.dialect.identifier_preparer
+        table = preparer.quote(DECISIONS_TABLE)
+        if self.schema:
+            table = f"{preparer.quote_schema(self.schema)}.{table}"
+        for name, ddl in MIGRATED_COLUMNS:
+            if name not in present:
+                logger.info("audit store: adding column %s.%s", DECISIONS_TABLE, name)
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {preparer.quote(name)} {ddl}"))
+        tenant_index.create(connection, checkfirst=True)
+
+    def missing_schema(self) -> list[str]:
+        """Tables or columns this version reads that the store lacks (an older store opened read-only)."""
+        try:
+            with self.engine.connect() as connection:
+                inspector = inspect(connection)
+                tables = set(inspector.get_table_names(schema=self.schema))
+                missing = [name for name in (REVIEWS_TABLE, EVENTS_TABLE) if name not in tables]
+                if DECISIONS_TABLE in tables:
+                    present = {c["name"] for c in inspector.get_columns(DECISIONS_TABLE, schema=self.schema)}
+                    missing += [
+                        f"{DECISIONS_TABLE}.{name}" for name, _ in MIGRATED_COLUMNS if name not in present
+                    ]
+        except SQLAlchemyError as exc:
+            raise ConfigError(
+                f"cannot read the audit store at {safe_url(self.url)}: {_first_line(exc)}"
+            ) from None
+        return missing
 
     def journal_mode(self) -> str | None:
         """SQLite journal mode (expected: wal); None on other backends."""
@@ -470,6 +616,9 @@ class AuditStore:
                     "model_version": record.model_version,
                     "context_hashes": [self.hash_message_id(item) for item in record.context_message_ids]
                     or None,
+                    "tenant": record.tenant,
+                    "key_id": record.key_id,
+                    "policy_version": record.policy_version,
                 }
             )
             labels.extend({"decision_id": decision_id, "label": label} for label in record_labels)
@@ -549,6 +698,131 @@ class AuditStore:
             "the audit store is unavailable; the decision was not recorded, retry later"
         )
 
+    # -- reviews and exposure events ---------------------------------------------------------------
+
+    def decision(self, decision_id: str) -> DecisionInfo | None:
+        """The audited decision with this id, or None."""
+        d = decisions_table
+        try:
+            with self.engine.connect() as connection:
+                row = connection.execute(
+                    select(
+                        d.c.decision_id,
+                        d.c.tenant,
+                        d.c.created_at,
+                        d.c.action,
+                        d.c.labels,
+                        d.c.source,
+                        d.c.language,
+                        d.c.text_hash,
+                        d.c.text,
+                    ).where(d.c.decision_id == decision_id)
+                ).first()
+        except SQLAlchemyError as exc:
+            raise self._unavailable(0, exc) from exc
+        if row is None:
+            return None
+        return DecisionInfo(
+            decision_id=row.decision_id,
+            tenant=row.tenant,
+            created_at=row.created_at,
+            action=row.action,
+            labels=list(row.labels or []),
+            source=row.source,
+            language=row.language,
+            text_hash=row.text_hash,
+            text=row.text,
+        )
+
+    def record_review(
+        self,
+        decision: DecisionInfo,
+        outcome: str,
+        *,
+        labels: Sequence[str] | None = None,
+        reviewer: str | None = None,
+        created_at: datetime | None = None,
+    ) -> str:
+        """Record a review outcome (confirm / overturn / appeal / reinstate) of `decision`; its id."""
+        if outcome not in REVIEW_OUTCOMES:
+            raise ValueError(f"unknown review outcome {outcome!r} (one of {', '.join(REVIEW_OUTCOMES)})")
+        review_id = uuid.uuid4().hex
+        row = {
+            "review_id": review_id,
+            "decision_id": decision.decision_id,
+            "tenant": decision.tenant,
+            "outcome": outcome,
+            "labels": None if labels is None else list(dict.fromkeys(labels)),
+            "reviewer": reviewer,
+            "created_at": _aware(created_at or utc_now(), "created_at"),
+        }
+        self._write_one(reviews_table, row)
+        return review_id
+
+    def record_event(
+        self,
+        decision: DecisionInfo,
+        *,
+        participants: int | None = None,
+        shown_at: datetime | None = None,
+        removed_at: datetime | None = None,
+        reporter: str | None = None,
+        created_at: datetime | None = None,
+    ) -> str:
+        """Record what the platform reports about a decision's message: audience, display and removal."""
+        if participants is not None and participants < 0:
+            raise ValueError("participants must be 0 or more")
+        shown = None if shown_at is None else _aware(shown_at, "shown_at")
+        removed = None if removed_at is None else _aware(removed_at, "removed_at")
+        if shown is not None and removed is not None and removed < shown:
+            raise ValueError("removed_at is before shown_at")
+        event_id = uuid.uuid4().hex
+        row = {
+            "event_id": event_id,
+            "decision_id": decision.decision_id,
+            "tenant": decision.tenant,
+            "participants": participants,
+            "shown_at": shown,
+            "removed_at": removed,
+            "reporter": reporter,
+            "created_at": _aware(created_at or utc_now(), "created_at"),
+        }
+        self._write_one(events_table, row)
+        return event_id
+
+    def reviews(self, *, outcome: str | None = None, tenant: str | None = None) -> list[ReviewInfo]:
+        """Every recorded review (optionally of one outcome, of one tenant), oldest first."""
+        r = reviews_table
+        query = select(r).order_by(r.c.created_at, r.c.review_id)
+        if outcome is not None:
+            query = query.where(r.c.outcome == outcome)
+        if tenant is not None:
+            query = query.where(r.c.tenant == tenant)
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(query).all()
+        except SQLAlchemyError as exc:
+            raise self._unavailable(0, exc) from exc
+        return [
+            ReviewInfo(
+                review_id=row.review_id,
+                decision_id=row.decision_id,
+                tenant=row.tenant,
+                outcome=row.outcome,
+                labels=None if row.labels is None else list(row.labels),
+                reviewer=row.reviewer,
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
+
+    def _write_one(self, table: Table, row: dict[str, Any]) -> None:
+        try:
+            with self._write_lock, self.engine.begin() as connection:
+                connection.execute(insert(table), [row])
+        except SQLAlchemyError as exc:
+            raise self._unavailable(1, exc) from exc
+
     async def record(self, records: Sequence[AuditRecord]) -> list[str]:
         """Async wrapper: the commit runs in a worker thread, the caller resumes after it.
 
@@ -566,6 +840,12 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware (UTC)")
+    return value.astimezone(UTC)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -201,6 +201,18 @@ class Policy:
             block=dict.fromkeys(LABELS, None),
         )
 
+    @property
+    def version(self) -> str:
+        """Fingerprint of what decides (thresholds, known-content actions): audit rows and reports carry it,
+        so a transparency report says which thresholds were in force, not only the policy's name."""
+        import hashlib
+        import json
+
+        described = self.describe()
+        described.pop("description")
+        encoded = json.dumps(described, sort_keys=True, default=str).encode("utf-8")
+        return hashlib.sha256(encoded).hexdigest()[:12]
+
     def describe(self) -> dict[str, object]:
         return {
             "description": self.description,

@@ -240,6 +240,8 @@ def server(
         hash_lists=hash_store,
         model_poll_seconds=0,
         warmup=False,
+        report_min_count=1,  # the known-content test reads exact small counts
+        report_min_meetings=1,
     )
     app = create_app(settings)
     clock = Clock()

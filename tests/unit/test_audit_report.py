@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 from textguard.audit import AuditRecord, AuditStore
 from textguard.errors import DataError
-from textguard.report import aggregate, to_csv, to_markdown
+from textguard.report import Suppression, aggregate, to_csv, to_markdown
 
 SINCE, UNTIL = date(2025, 3, 1), date(2025, 3, 2)
+NO_K = ("--min-count", "1", "--min-meetings", "1")
 SCORES = {"violent_threat": 0.1, "extremist_glorification": 0.1, "hate_dehumanization": 0.1}
 
 # (created_at, language, source, labels, action, model_version, policy, meeting)
@@ -102,10 +103,11 @@ def test_aggregate_counts_the_planted_rows(store: AuditStore) -> None:
     # The rows just before `since` and at midnight after `until` are outside the period.
     assert (totals.decisions, totals.flagged) == (7, 3)
     assert totals.actions == {"allow": 4, "review": 2, "block": 1}
-    assert by_key(report.by_label) == {
-        "violent_threat": (2, 2, {"allow": 0, "review": 1, "block": 1}),
-        "extremist_glorification": (1, 1, {"allow": 0, "review": 1, "block": 0}),
-        "hate_dehumanization": (1, 1, {"allow": 0, "review": 1, "block": 0}),
+    # By label: decisions carrying the label, what followed, and how many carried it alone.
+    assert {item.key: (item.flagged, item.actions, item.only_label) for item in report.by_label} == {
+        "violent_threat": (2, {"allow": 0, "review": 1, "block": 1}, 1),
+        "extremist_glorification": (1, {"allow": 0, "review": 1, "block": 0}, 1),
+        "hate_dehumanization": (1, {"allow": 0, "review": 1, "block": 0}, 0),
     }
     assert [item.key for item in report.by_label] == [
         "violent_threat",
@@ -135,7 +137,7 @@ def test_aggregate_counts_the_planted_rows(store: AuditStore) -> None:
 def test_an_empty_period_has_zero_figures(store: AuditStore) -> None:
     report = aggregate(store, date(2024, 1, 1), date(2024, 1, 31))
     assert report.totals.decisions == 0 and report.totals.actions == {"allow": 0, "review": 0, "block": 0}
-    assert [item.decisions for item in report.by_label] == [0, 0, 0]
+    assert [item.flagged for item in report.by_label] == [0, 0, 0]
     assert report.by_day == [] and report.model_versions == [] and report.meetings == 0
 
 
@@ -152,13 +154,15 @@ def test_csv_and_markdown_carry_the_same_figures(store: AuditStore) -> None:
     report = aggregate(store, SINCE, UNTIL)
     rows = list(csv.DictReader(io.StringIO(to_csv(report))))
     figures = {(row["section"], row["key"], row["metric"]): row["value"] for row in rows}
-    assert figures[("totals", "all", "decisions")] == "7"
-    assert figures[("by_label", "violent_threat", "action_block")] == "1"
+    assert figures[("summary", "decisions", "value")] == "7"
+    assert figures[("by_label", "violent_threat", "block")] == "1"
     assert figures[("by_day", "2025-03-02", "flagged")] == "1"
     assert figures[("model_versions", "textguard@2", "decisions")] == "4"
+    assert figures[("cross_tab", "violent_threat/fr/caption/review", "decisions")] == "1"
     markdown = to_markdown(report)
     assert "# textguard transparency report, 2025-03-01 to 2025-03-02" in markdown
-    assert "| violent_threat | 2 | 2 | 0 | 1 | 1 |" in markdown
+    # label, flagged, allow/review/block, only, known_content, confirmed, overturned, appealed, reinstated
+    assert "| violent_threat | 2 | 0 | 1 | 1 | 1 | 0 | 0 | 0 | 0 | 0 |" in markdown
     assert "| fr | 1 | 1 | 0 | 1 | 0 |" in markdown
 
 
@@ -185,8 +189,10 @@ def test_endpoint_returns_the_aggregate(client, store: AuditStore) -> None:  # t
     response = client.get("/v1/transparency/report", params={"since": "2025-03-01", "until": "2025-03-02"})
     assert response.status_code == 200
     body = response.json()
-    expected = aggregate(store, SINCE, UNTIL).model_dump(mode="json")
+    # The server suppresses small counts (k=10, 3 meetings by default).
+    expected = aggregate(store, SINCE, UNTIL, suppression=Suppression()).model_dump(mode="json")
     body.pop("generated_at"), expected.pop("generated_at")
+    assert body["totals"]["decisions"] is None and body["totals"]["actions"]["block"] is None
     assert body == expected
 
 
@@ -196,6 +202,7 @@ def test_endpoint_returns_the_aggregate(client, store: AuditStore) -> None:  # t
         ({"since": "2025-13-01", "until": "2025-03-02"}, "since"),
         ({"since": "2025-03-01", "until": "yesterday"}, "until"),
         ({"until": "2025-03-02"}, "since"),
+        ({"period": "2025-3"}, "period"),
         ({"since": "2025-03-05", "until": "2025-03-02"}, "until"),
     ],
 )
@@ -231,7 +238,7 @@ def run_cli(*args: str) -> str:
 def test_cli_json_matches_the_aggregate(store: AuditStore) -> None:
     url = str(store.url)
     printed = json.loads(
-        run_cli("--audit-url", url, "--since", "2025-03-01", "--until", "2025-03-02", "-f", "json")
+        run_cli("--audit-url", url, "--since", "2025-03-01", "--until", "2025-03-02", "-f", "json", *NO_K)
     )
     expected = aggregate(store, SINCE, UNTIL).model_dump(mode="json")
     printed.pop("generated_at"), expected.pop("generated_at")
@@ -241,18 +248,19 @@ def test_cli_json_matches_the_aggregate(store: AuditStore) -> None:
 def test_cli_table_csv_and_markdown(store: AuditStore, tmp_path: Path) -> None:
     url = str(store.url)
     period = ("--since", "2025-03-01", "--until", "2025-03-02")
-    table = run_cli("--audit-url", url, *period)
+    table = run_cli("--audit-url", url, *period, *NO_K)
     assert "transparency report" in table and "violent_threat" in table and "2025-03-02" in table
     assert "decisions" in table and "7" in table
+    assert "<10" in run_cli("--audit-url", url, *period)  # suppressed by default
     target = tmp_path / "out" / "report.csv"
     run_cli("--audit-url", url, *period, "--format", "csv", "--output", str(target))
-    assert "totals,all,decisions,7" in target.read_text(encoding="utf-8")
+    assert "summary,decisions,value,<10" in target.read_text(encoding="utf-8")
     assert "## By language" in run_cli("--audit-url", url, *period, "--format", "markdown")
 
 
 def test_cli_reads_the_url_from_the_environment(store: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEXTGUARD_AUDIT_URL", str(store.url))
-    printed = json.loads(run_cli("--since", "2025-03-01", "--until", "2025-03-01", "--format", "json"))
+    printed = json.loads(run_cli("--since", "2025-03-01", "--until", "2025-03-01", "--format", "json", *NO_K))
     assert printed["totals"]["decisions"] == 3
 
 

@@ -133,6 +133,74 @@ def mine_negatives_command(
     )
 
 
+@data_app.command("import-reviews")
+def import_reviews_command(
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="JSONL or CSV from the platform: decision_id, text, consent (one row per reviewed message).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Labelled rows (JSONL), read by configs/data/reviews.yaml.")
+    ] = Path("data/reviews/overturned.jsonl"),
+    audit_url: Annotated[
+        str | None,
+        typer.Option(
+            "--audit-url",
+            help="Audit store URL (default: $TEXTGUARD_AUDIT_URL, else sqlite:///textguard_audit.db).",
+        ),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's decisions.")] = None,
+    verify_text: Annotated[
+        bool,
+        typer.Option(
+            "--verify-text/--no-verify-text",
+            help="Check each text against the audited digest (needs TEXTGUARD_AUDIT_HASH_KEY[_FILE]).",
+        ),
+    ] = True,
+) -> None:
+    """Turn overturned decisions into labelled training rows (source `reviews`), with the text the
+    platform supplies for consented messages (docs/transparency.md).
+
+    Example: textguard data import-reviews --input overturned.jsonl --audit-url sqlite:///audit.db
+    """
+    import os
+
+    from textguard.audit import AuditStore
+    from textguard.cli.report import DEFAULT_AUDIT_URL, require_audit_store, require_existing_sqlite
+    from textguard.data.reviews import import_reviews
+    from textguard.errors import DataError
+
+    key = os.environ.get("TEXTGUARD_AUDIT_HASH_KEY")
+    key_file = os.environ.get("TEXTGUARD_AUDIT_HASH_KEY_FILE")
+    if key is None and key_file:
+        try:
+            key = Path(key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise DataError(f"TEXTGUARD_AUDIT_HASH_KEY_FILE {key_file}: {exc.strerror}") from None
+    if verify_text and not key:
+        raise DataError(
+            "checking the texts needs the audit hash key (TEXTGUARD_AUDIT_HASH_KEY or _FILE); "
+            "--no-verify-text imports them unchecked"
+        )
+    url = audit_url or os.environ.get("TEXTGUARD_AUDIT_URL") or DEFAULT_AUDIT_URL
+    require_existing_sqlite(url)
+    store = AuditStore(url, hash_key=key or None, create=False)
+    try:
+        require_audit_store(store, url)
+        summary = import_reviews(store, input_path, output, tenant=tenant, verify_text=verify_text)
+    finally:
+        store.close()
+    labels = ", ".join(f"{label} {count}" for label, count in sorted(summary.labels.items())) or "none"
+    skipped = ", ".join(f"{reason}: {count}" for reason, count in summary.skipped.items()) or "none"
+    typer.echo(f"read {summary.rows_read} row(s); wrote {summary.written} to {output} (labels: {labels})")
+    typer.echo(f"skipped: {skipped}; texts {'verified' if summary.verified else 'NOT verified'}")
+
+
 def _print_summary(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table

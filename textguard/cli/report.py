@@ -13,6 +13,7 @@ import typer
 from textguard.errors import DataError
 
 if TYPE_CHECKING:
+    from textguard.audit import AuditStore
     from textguard.report import TransparencyReport
 
 DEFAULT_AUDIT_URL = "sqlite:///textguard_audit.db"
@@ -23,6 +24,7 @@ class ReportFormat(StrEnum):
     JSON = "json"
     CSV = "csv"
     MARKDOWN = "markdown"
+    HTML = "html"
 
 
 def _parse_day(value: str, option: str) -> date:
@@ -32,10 +34,38 @@ def _parse_day(value: str, option: str) -> date:
         raise DataError(f"{option} {value!r} is not an ISO date (YYYY-MM-DD)") from None
 
 
+def resolve_period(period: str | None, since: str | None, until: str | None) -> tuple[date, date, str]:
+    """--period (month, quarter, year) or --since [--until, default today] -> (first, last, label)."""
+    from textguard.report import parse_period
+
+    if period is not None:
+        if since is not None or until is not None:
+            raise DataError("give either --period or --since/--until, not both")
+        first, last = parse_period(period)
+        return first, last, period.strip().upper() if "q" in period.lower() else period.strip()
+    if since is None:
+        raise DataError("give --period (2026-11, 2026-Q4, 2026) or --since YYYY-MM-DD [--until YYYY-MM-DD]")
+    first = _parse_day(since, "--since")
+    last = _parse_day(until, "--until") if until else datetime.now(UTC).date()
+    if first > last:
+        raise DataError(f"--until ({last}) must be on or after --since ({first})")
+    return first, last, f"{first}..{last}"
+
+
 def report(
-    since: str = typer.Option(..., "--since", help="First UTC day of the period (YYYY-MM-DD, included)."),
+    period: str | None = typer.Option(
+        None, "--period", "-p", help="A month (2026-11), quarter (2026-Q4) or year (2026), in UTC."
+    ),
+    since: str | None = typer.Option(None, "--since", help="First UTC day (YYYY-MM-DD, included)."),
     until: str | None = typer.Option(
-        None, "--until", help="Last UTC day of the period (YYYY-MM-DD, included; default: today)."
+        None, "--until", help="Last UTC day (YYYY-MM-DD, included; default: today)."
+    ),
+    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's decisions [every tenant]."),
+    min_count: int = typer.Option(
+        10, "--min-count", min=1, help="Counts from 1 to this minus 1 are printed as <k (1: no suppression)."
+    ),
+    min_meetings: int = typer.Option(
+        3, "--min-meetings", min=1, help="Rows drawn from fewer distinct meetings are withheld (1: never)."
     ),
     audit_url: str | None = typer.Option(
         None,
@@ -45,40 +75,38 @@ def report(
     output_format: ReportFormat = typer.Option(ReportFormat.TABLE, "--format", "-f", help="Output format."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
-    """Transparency-report figures: decisions and actions by label, language, source, day, policy and
-    model version, from the audit store (UTC days, both ends included).
+    """The transparency report: decisions and actions by label, language, source, a label x language x
+    source x action cross-tab, known-content matches, time to action, exposure, reviews and appeals,
+    model and policy versions; small counts suppressed (docs/transparency.md).
 
-    Example:
+    Examples:
 
-        textguard report --audit-url sqlite:///audit.db --since 2025-01-01 --until 2025-03-31 -f markdown
+        textguard report --audit-url sqlite:///audit.db --period 2026-Q4 -f markdown -o q4.md
+
+        textguard report --since 2026-11-01 --tenant acme -f json
     """
     from textguard.audit import AuditStore
-    from textguard.report import aggregate, to_csv, to_markdown
+    from textguard.report import Suppression, aggregate, render
 
-    first = _parse_day(since, "--since")
-    last = _parse_day(until, "--until") if until else datetime.now(UTC).date()
-    if first > last:
-        raise DataError(f"--until ({last}) must be on or after --since ({first})")
+    first, last, label = resolve_period(period, since, until)
+    rule = Suppression(min_count, min_meetings)
     url = audit_url or os.environ.get("TEXTGUARD_AUDIT_URL") or DEFAULT_AUDIT_URL
-    _require_existing_sqlite(url)
-    # Reading needs no hash key and must never create tables in someone's database.
+    # Reading needs no hash key and never creates an audit store in someone's database; a store written
+    # by an older textguard gets the additive migration (new columns and tables) first.
+    require_existing_sqlite(url)
     store = AuditStore(url, hash_key=None, create=False)
     try:
-        result = aggregate(store, first, last)
+        require_audit_store(store, url)
+        result = aggregate(store, first, last, tenant=tenant, suppression=rule, period=label)
     finally:
         store.close()
 
     if output_format is ReportFormat.TABLE:
         if output is not None:
-            raise DataError("--output needs --format json, csv or markdown (table is for the terminal)")
+            raise DataError("--output needs --format json, csv, markdown or html (table is for the terminal)")
         _print_tables(result)
         return
-    if output_format is ReportFormat.JSON:
-        rendered = result.model_dump_json(indent=2) + "\n"
-    elif output_format is ReportFormat.CSV:
-        rendered = to_csv(result)
-    else:
-        rendered = to_markdown(result)
+    rendered = render(result, output_format.value)
     if output is None:
         typer.echo(rendered, nl=False)
     else:
@@ -87,7 +115,30 @@ def report(
         typer.echo(f"wrote {output}", err=True)
 
 
-def _require_existing_sqlite(url: str) -> None:
+def require_audit_store(store: AuditStore, url: str) -> None:
+    """Refuse a database without an audit store; add what an older store lacks (additive migration)."""
+    require_existing_sqlite(url)
+    missing = store.missing_schema()
+    if not missing:
+        return
+    if not _has_decisions(store):
+        raise DataError(
+            f"{store.url.render_as_string(hide_password=True)} holds no audit store (check --audit-url)"
+        )
+    typer.echo(f"migrating the audit store (adding {', '.join(missing)})", err=True)
+    store.create_tables()
+
+
+def _has_decisions(store: AuditStore) -> bool:
+    from sqlalchemy import inspect
+
+    from textguard.audit import DECISIONS_TABLE
+
+    with store.engine.connect() as connection:
+        return DECISIONS_TABLE in inspect(connection).get_table_names(schema=store.schema)
+
+
+def require_existing_sqlite(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -105,28 +156,17 @@ def _print_tables(result: TransparencyReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from textguard.report import SECTIONS, model_rows, summary_rows, table_rows
+    from textguard.report import report_title, sections
 
     console = Console()
-    summary = Table(title="textguard transparency report", show_header=False)
-    for key, value in summary_rows(result):
-        summary.add_row(key, value)
-    console.print(summary)
-    for section, dimension in SECTIONS:
-        header, rows = table_rows(result, section)
-        table = Table(title=f"by {dimension}")
-        for index, name in enumerate(header):
-            table.add_column(name, justify="left" if index == 0 else "right")
-        for row in rows:
+    console.print(report_title(result), style="bold")
+    for section in sections(result):
+        table = Table(title=section.title, title_justify="left")
+        for index, name in enumerate(section.header):
+            table.add_column(name, justify="left" if index < section.key_columns else "right")
+        for row in section.rows:
             table.add_row(*row)
         console.print(table)
-    header, rows = model_rows(result)
-    models = Table(title="model versions")
-    for name in header:
-        models.add_column(name)
-    for row in rows:
-        models.add_row(*row)
-    console.print(models)
 
 
 def register(app: typer.Typer) -> None:

@@ -81,6 +81,12 @@ def serve(
     audit_store_text: bool | None = typer.Option(
         None, "--audit-store-text/--no-audit-store-text", help="store message text in the audit log [off]"
     ),
+    report_min_count: int | None = typer.Option(
+        None, help="transparency report: counts below this are shown as <k; callers may only raise it [10]"
+    ),
+    report_min_meetings: int | None = typer.Option(
+        None, help="transparency report: rows from fewer distinct meetings are withheld [3]"
+    ),
     api_keys_file: Path | None = typer.Option(
         None, help="file of accepted API-key sha256 digests, one per line"
     ),

@@ -87,6 +87,9 @@ class ItemDecision:
     matches: tuple[Any, ...] = ()
     #: Per flagged label, the spans of the messages' text that drove it (only when asked for).
     evidence: dict[str, list[EvidenceSpan]] | None = None
+    #: The audit trail's id of this decision (final decisions with an audit store): reviews and
+    #: exposure events name it.
+    decision_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,8 @@ class Moderator:
         policy: str | None = None,
         evidence: bool = False,
         request_id: str | None = None,
+        tenant: str | None = None,
+        key_id: str | None = None,
     ) -> Moderation:
         """Decide on `items` with `model` in this thread (batch scoring, evaluation)."""
         chosen = self.policy(policy)
@@ -148,7 +150,8 @@ class Moderator:
         if evidence:
             decisions = self.explain(prepared, decisions, model.scorer.predict_proba)
         if self.audit is not None:
-            self.audit.record_sync(self.audit_records(decisions, model, chosen, request_id))
+            records = self.audit_records(decisions, model, chosen, request_id, tenant=tenant, key_id=key_id)
+            decisions = _with_ids(decisions, self.audit.record_sync(records))
         self.settle(prepared, decisions, chosen)
         return Moderation(model, chosen, decisions)
 
@@ -160,6 +163,8 @@ class Moderator:
         policy: str | None = None,
         evidence: bool = False,
         request_id: str | None = None,
+        tenant: str | None = None,
+        key_id: str | None = None,
     ) -> Moderation:
         """Decide on `items`, scoring through `scoring` (the service's micro-batcher).
 
@@ -178,7 +183,8 @@ class Moderator:
 
             decisions = await anyio.to_thread.run_sync(self.explain, prepared, decisions, probabilities)
         if self.audit is not None:
-            await self.audit.record(self.audit_records(decisions, model, chosen, request_id))
+            records = self.audit_records(decisions, model, chosen, request_id, tenant=tenant, key_id=key_id)
+            decisions = _with_ids(decisions, await self.audit.record(records))
         if self._flagged_in_meetings(prepared, decisions):  # the store may be Redis: not on the loop
             await anyio.to_thread.run_sync(self.forget_flagged, prepared, decisions)
         self.count(decisions, chosen)
@@ -279,10 +285,17 @@ class Moderator:
         return explained
 
     def audit_records(
-        self, decisions: Sequence[ItemDecision], model: ServedModel, policy: Policy, request_id: str | None
+        self,
+        decisions: Sequence[ItemDecision],
+        model: ServedModel,
+        policy: Policy,
+        request_id: str | None,
+        *,
+        tenant: str | None = None,
+        key_id: str | None = None,
     ) -> list[AuditRecord]:
         """One record per final decision: interim caption hypotheses are answered, not recorded."""
-        from textguard.audit import AuditRecord
+        from textguard.audit import DEFAULT_TENANT, AuditRecord
 
         return [
             AuditRecord(
@@ -301,6 +314,9 @@ class Moderator:
                 request_id=request_id,
                 context_message_ids=list(decision.context[:-1]),
                 matches=[_match_record(match) for match in decision.matches],
+                tenant=tenant or DEFAULT_TENANT,
+                key_id=key_id,
+                policy_version=policy.version,
             )
             for decision in decisions
             if decision.item.final
@@ -352,6 +368,12 @@ class Moderator:
         window = self.context.window(item.meeting_id, item.speaker_id, item.source, entry, keep=item.final)
         # The current message is scored whole; the store may keep only its end.
         return entry, [*window[:-1], entry]
+
+
+def _with_ids(decisions: list[ItemDecision], ids: Sequence[str]) -> list[ItemDecision]:
+    """The audit trail's decision ids on the final decisions (in order: one record per final one)."""
+    remaining = iter(ids)
+    return [replace(d, decision_id=next(remaining)) if d.item.final else d for d in decisions]
 
 
 def _join(window: Sequence[ContextEntry]) -> tuple[str, list[tuple[str, int, int]]]:

@@ -99,11 +99,12 @@ def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastA
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
 
-    from textguard.service import routes_moderations, routes_ops, routes_score
+    from textguard.service import reviews, routes_moderations, routes_ops, routes_score
 
     app.include_router(routes_ops.router)
     app.include_router(routes_score.router)
     app.include_router(routes_moderations.router)
+    app.include_router(reviews.router)  # each route checks its own scope (review, score)
     for module_name, attribute, scope in OPTIONAL_ROUTERS:
         router = _optional_attribute(module_name, attribute)
         if router is not None:

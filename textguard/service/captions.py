@@ -49,6 +49,7 @@ from textguard.moderation import Item, ItemDecision
 from textguard.policy import Policy, UnknownPolicyError
 from textguard.service.errors import STATUS, ServiceError
 from textguard.service.routes_score import message_result
+from textguard.service.security import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,8 @@ async def caption_stream(websocket: WebSocket) -> None:
                 continue
             consecutive_errors = 0
             try:
-                reply = await _decide(state, meeting_id, message, chosen_policy, connection_id)
+                principal = getattr(websocket.state, "principal", None)
+                reply = await _decide(state, meeting_id, message, chosen_policy, connection_id, principal)
             except ServiceError as exc:
                 kind = exc.kind
                 failure = ProtocolError(kind, str(exc))
@@ -254,7 +256,12 @@ def _authorize(websocket: WebSocket) -> None:
 
 
 async def _decide(
-    state: Any, meeting_id: str, message: CaptionMessage, policy: Policy, connection_id: str
+    state: Any,
+    meeting_id: str,
+    message: CaptionMessage,
+    policy: Policy,
+    connection_id: str,
+    principal: Principal | None = None,
 ) -> dict[str, Any]:
     outcome = await state.scoring.decide(
         [(caption_item(meeting_id, message), "text")],
@@ -262,6 +269,8 @@ async def _decide(
         collection="segments",
         request_id=connection_id,
         evidence=message.evidence,
+        tenant=principal.tenant if principal is not None else None,
+        key_id=principal.key_id if principal is not None else None,
     )
     return caption_reply(outcome.decisions[0])
 
@@ -279,6 +288,8 @@ def caption_reply(decision: ItemDecision) -> dict[str, Any]:
         "windows": {label: window.model_dump() for label, window in result.windows.items()},
         "matches": [match.model_dump() for match in result.matches],
     }
+    if decision.decision_id is not None:
+        reply["decision_id"] = decision.decision_id
     if result.evidence is not None:
         reply["evidence"] = {
             label: [span.model_dump() for span in spans] for label, spans in result.evidence.items()

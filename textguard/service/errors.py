@@ -100,6 +100,12 @@ class Forbidden(ServiceError):
     default_kind = "forbidden"
 
 
+class NotFound(ServiceError):
+    """A resource named in the path (a decision id) does not exist."""
+
+    default_kind = "not_found"
+
+
 class RateLimited(ServiceError):
     default_kind = "rate_limited"
 

@@ -6,10 +6,10 @@ it once and appends its entry:
     tenants:                          # optional: per-tenant settings
       acme: {rate_limit_per_minute: 6000}
     keys:
-      - id: acme-chat-1               # shown in logs, metrics and (part 2) audit rows; never secret
+      - id: acme-chat-1               # shown in logs, metrics and audit rows (key_id); never secret
         sha256: 3f2a...               # sha256 hex digest of the key
         tenant: acme
-        scopes: [score]               # score, report, review, admin (admin implies every scope)
+        scopes: [score]               # score, report, review, admin (admin: every scope, every tenant)
         rate_limit_per_minute: 600    # optional: overrides the server's per-key limit
 
 A file of bare digests, one per line with `#` comments (the format before tenants existed), is still

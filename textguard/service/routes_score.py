@@ -86,6 +86,7 @@ def message_result(decision: ItemDecision) -> MessageResult:
             )
             for match in decision.matches
         ],
+        decision_id=decision.decision_id,
         evidence=None
         if decision.evidence is None
         else {

@@ -156,6 +156,10 @@ class MessageResult(Contract):
     evidence: dict[str, list[EvidenceSpan]] | None = Field(
         default=None, description="per flagged label, the spans that drove it (when the request asked)"
     )
+    decision_id: str | None = Field(
+        default=None,
+        description="the audit trail's id of this decision: name it in /v1/decisions/{id}/review and /events",
+    )
 
 
 class ScoreResponse(Contract):

@@ -61,16 +61,23 @@ class ScoringService:
         request: Request | None = None,
         request_id: str | None = None,
         evidence: bool = False,
+        tenant: str | None = None,
+        key_id: str | None = None,
     ) -> Moderation:
         """Decide on `items` (each with its field path) under a policy.
 
         `request` gets the fields its access-log line shows; `request_id` ties the audit rows of one
-        request or caption connection together.
+        request or caption connection together. The audit rows carry the caller's tenant and key id
+        (from `request.state.principal` when not given).
         """
         self.check_limits(items, collection)
         self.moderator.policy(policy_name)  # an unknown policy is a 422 before any work
         if request is not None:
             request_id = getattr(request.state, "request_id", None)
+            principal = getattr(request.state, "principal", None)
+            if principal is not None:
+                tenant = tenant or principal.tenant
+                key_id = key_id or principal.key_id
         try:
             outcome = await self.moderator.decide_async(
                 [item for item, _ in items],
@@ -78,6 +85,8 @@ class ScoringService:
                 policy=policy_name,
                 evidence=evidence,
                 request_id=request_id,
+                tenant=tenant,
+                key_id=key_id,
             )
         except AuditUnavailableError as exc:
             raise AuditUnavailable(str(exc), retry_after=5) from None

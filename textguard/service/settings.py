@@ -67,6 +67,17 @@ class ServiceSettings(BaseSettings):
     audit_store_text: bool = Field(
         default=False, description="also store message text (default: hashes only)"
     )
+    report_min_count: int = Field(
+        default=10,
+        ge=1,
+        description="transparency report: counts from 1 to this minus 1 are published as `<k` (callers may "
+        "only raise it)",
+    )
+    report_min_meetings: int = Field(
+        default=3,
+        ge=1,
+        description="transparency report: a row drawn from fewer distinct meetings than this is suppressed",
+    )
 
     # -- security and limits ---------------------------------------------------------------------
     api_key_hashes: SecretStr | None = None
