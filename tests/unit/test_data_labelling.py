@@ -233,18 +233,11 @@ def test_shipped_label_fixes_change_only_untargeted_rows() -> None:
         "hate_dehumanization"
     ]
     assert _labels_of("germeval2018", {"coarse": "OFFENSE", "fine": "INSULT", "text": "Du Honk"}) == []
-    # HatEval: an insult at one person becomes benign; a group word or violence keeps the hate label.
+    # HatEval: hate speech stays hate, including a misogynist slur at one woman (the measured relabel to
+    # benign was not kept: see the config's rejected_fixes).
     hateval = {"HS": 1, "TR": 1, "AG": 1}
-    assert _labels_of("hateval2019", {**hateval, "text": "@user cállate puta"}) == []
-    assert _labels_of("hateval2019", {**hateval, "text": "@user go back to Mexico you skank"}) == [
-        "hate_dehumanization"
-    ]
-    assert _labels_of("hateval2019", {**hateval, "text": "@user I will kill you bitch"}) == [
-        "hate_dehumanization"
-    ]
-    assert _labels_of("hateval2019", {"HS": 1, "TR": 0, "AG": 0, "text": "stfu hoe"}) == [
-        "hate_dehumanization"
-    ]
+    assert _labels_of("hateval2019", {**hateval, "text": "@user cállate puta"}) == ["hate_dehumanization"]
+    assert _labels_of("hateval2019", {"HS": 0, "TR": 0, "AG": 0, "text": "debate sobre migración"}) == []
     # MLMA: "hateful" at an individual is benign in English and French, not in Arabic script.
     mlma = {"sentiment": "hateful_offensive", "target": "other", "group": "individual"}
     assert _labels_of("mlma", {**mlma, "tweet": "what a twat"}) == []
