@@ -14,7 +14,11 @@ Tokenising in the worker rather than in each request: one `encode_batch` per dra
 than one call per request on chat texts (bench/serve_load.py prints both), keeps that work off the
 event loop, and needs no second thread hop per request.
 A full queue raises `Overloaded` at once (load shedding, 503 + Retry-After) instead of letting latency
-grow without bound. One forward at a time: concurrent forwards only fight over the same thread pool.
+grow without bound, and so does a request that cannot be answered by its deadline
+(textguard.service.deadline): the batcher estimates when its scores would be ready from the measured
+scoring rate, the texts still in the current forward pass and those queued ahead, and refuses it at
+admission when that is past the deadline; a job whose deadline passes while it waits is refused
+instead of scored. One forward at a time: concurrent forwards only fight over the same thread pool.
 The batcher is the service's `AsyncScoring` for `textguard.moderation.Moderator`; it decides nothing.
 """
 
@@ -33,13 +37,20 @@ import numpy as np
 
 from textguard.errors import InvalidScoresError
 from textguard.scorer import WindowScores
+from textguard.service.deadline import current_deadline
 from textguard.service.errors import NotReady, Overloaded, ServiceError
 from textguard.service.metrics import ServiceMetrics
 from textguard.service.model_manager import LoadedModel
 
 logger = logging.getLogger("textguard.service.batcher")
 
-__all__ = ["MicroBatcher", "Overloaded"]
+__all__ = ["ADMISSION_SHARE", "MicroBatcher", "Overloaded"]
+
+#: Share of the time left before a request's deadline that its scoring may take; the rest is kept for
+#: the work around it (language and context before, audit write and response after).
+ADMISSION_SHARE = 0.75
+#: Longest Retry-After a refusal suggests (seconds).
+MAX_RETRY_AFTER_S = 30.0
 
 
 class InvalidScores(ServiceError):
@@ -51,6 +62,7 @@ class _Job:
     texts: Sequence[str]
     future: asyncio.Future[tuple[WindowScores, LoadedModel]]
     loop: asyncio.AbstractEventLoop
+    deadline: float | None = None  # time.perf_counter() seconds
     enqueued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -72,8 +84,11 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        # Recent throughput (texts/s), for a Retry-After that reflects how long the backlog takes.
+        # Recent throughput (texts/s): admission by deadline and Retry-After estimate from it.
         self._texts_per_second = 100.0
+        # The drain in the forward pass now: its texts and when it started (for the time it still needs).
+        self._inflight_texts = 0
+        self._drain_started = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -99,6 +114,17 @@ class MicroBatcher:
     def queue_depth(self) -> int:
         return self._queued_texts
 
+    @property
+    def texts_per_second(self) -> float:
+        """The measured scoring rate (moving average over recent drains)."""
+        return self._texts_per_second
+
+    def _seconds_ahead(self, now: float) -> float:
+        """Estimated seconds until the work queued or in the forward pass now is done (lock held)."""
+        rate = max(self._texts_per_second, 1.0)
+        inflight = max(0.0, self._inflight_texts / rate - (now - self._drain_started))
+        return inflight + self._queued_texts / rate
+
     # -- the request side (event loop) -----------------------------------------------------------------
 
     async def score(self, texts: list[str]) -> np.ndarray:
@@ -115,18 +141,30 @@ class MicroBatcher:
             return WindowScores(empty, np.zeros(0, dtype=np.int64), [], 0), model
         self._model()  # raises NotReady before anything is queued
         loop = asyncio.get_running_loop()
-        job = _Job(texts, loop.create_future(), loop)
+        deadline = current_deadline.get()
+        job = _Job(texts, loop.create_future(), loop, deadline)
         with self._cond:
             if self._stopping or not self.alive:
                 raise NotReady("the server is shutting down", retry_after=2)
+            now = time.perf_counter()
+            ahead = self._seconds_ahead(now)
             if self._queued_texts + len(texts) > self.max_queue:
-                if self.metrics is not None:
-                    self.metrics.shed.inc()
-                wait = (self._queued_texts + len(texts)) / max(self._texts_per_second, 1.0)
+                self._shed()
                 raise Overloaded(
                     f"the server is overloaded ({self._queued_texts} texts queued); retry shortly",
-                    retry_after=min(30.0, max(1.0, wait)),
+                    retry_after=_retry_after(ahead),
                 )
+            if deadline is not None:
+                needed = ahead + len(texts) / max(self._texts_per_second, 1.0)
+                allowed = ADMISSION_SHARE * (deadline - now)
+                if needed > allowed:
+                    self._shed()
+                    raise Overloaded(
+                        f"the request cannot be answered within its deadline (about {needed * 1000:.0f} ms "
+                        f"of scoring needed, {max(0.0, allowed) * 1000:.0f} ms available); retry later, "
+                        "send fewer messages per request or allow a longer deadline",
+                        retry_after=_retry_after(ahead),
+                    )
             self._jobs.append(job)
             self._queued_texts += len(texts)
             self._set_depth()
@@ -152,6 +190,10 @@ class MicroBatcher:
                 self._jobs.clear()
                 self._queued_texts = 0
                 self._set_depth()
+                now = time.perf_counter()
+                jobs = self._drop_late(jobs, now)
+                self._inflight_texts = sum(len(job.texts) for job in jobs)
+                self._drain_started = now
             try:
                 self._process(jobs)
             except InvalidScoresError:
@@ -167,6 +209,27 @@ class MicroBatcher:
                 logger.exception("inference failed for %d requests", len(jobs))
                 for job in jobs:
                     _fail(job, exc)
+            finally:
+                self._inflight_texts = 0
+
+    def _drop_late(self, jobs: list[_Job], now: float) -> list[_Job]:
+        """Refuse the jobs whose deadline passed while they waited (an estimate was wrong): a late answer
+        is worth less than a prompt refusal, and scoring them would make every job behind them late too."""
+        kept = []
+        for job in jobs:
+            if job.deadline is not None and now >= job.deadline:
+                self._shed()
+                late = Overloaded(
+                    "the request could not be answered within its deadline; retry later", retry_after=1.0
+                )
+                _fail(job, late)
+            else:
+                kept.append(job)
+        return kept
+
+    def _shed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.shed.inc()
 
     def _version(self) -> str | None:
         try:
@@ -218,6 +281,11 @@ class MicroBatcher:
     def _set_depth(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(self._queued_texts)
+
+
+def _retry_after(seconds_ahead: float) -> float:
+    """When the work ahead will have drained: what a refused client should wait (1 s to 30 s)."""
+    return min(MAX_RETRY_AFTER_S, max(1.0, seconds_ahead))
 
 
 def _resolve(job: _Job, value: tuple[WindowScores, LoadedModel]) -> None:
