@@ -17,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 from textguard.scorer import Scorer
 from textguard.service.app import create_app
 from textguard.service.batcher import MicroBatcher
-from textguard.service.deadline import DEADLINE_HEADER, current_deadline, deadline_after
+from textguard.service.deadline import DEADLINE_HEADER, AdmissionGate, current_deadline, deadline_after
 from textguard.service.errors import Overloaded
 from textguard.service.model_manager import LoadedModel
 from textguard.service.settings import ServiceSettings
@@ -110,3 +110,35 @@ def test_the_batcher_admits_by_estimated_finish_time(scorer: Scorer) -> None:
     assert answered == 64
     assert refused.status == 503 and int(refused.headers()["Retry-After"]) >= 1
     assert batcher.queue_depth == 0
+
+
+def test_the_gate_refuses_what_the_work_ahead_makes_late_and_admits_when_nothing_is_ahead() -> None:
+    gate = AdmissionGate(share=0.75)
+    gate.admit(500)  # no deadline and no measured rate: admitted
+    gate.rate = 1000.0  # messages per second, as measured while busy
+    token = current_deadline.set(deadline_after(300))
+    try:
+        gate.admit(100)  # 0.6 s of work with this one: over 0.75 x 300 ms? 0.5 + 0.1 s > 0.225 s
+    except Overloaded as refused:
+        assert refused.status == 503 and "deadline" in refused.message
+        assert refused.headers()["Retry-After"] == "1"  # 0.5 s of work ahead, rounded up to 1 s
+    else:
+        raise AssertionError("admitted although the work ahead needs 500 ms of a 300 ms deadline")
+    with pytest.raises(Overloaded):
+        gate.enter(current_deadline.get())  # before its body is read: the work ahead alone is too much
+    gate.done(500)
+    gate.enter(current_deadline.get())  # nothing ahead now
+    gate.admit(10_000)  # nothing ahead: as fast as this server can, so admitted (not refused forever)
+    gate.done(10_000)
+    gate.leave()
+    current_deadline.reset(token)
+    assert gate.in_flight == 0 and gate.requests == 0 and gate.deciding == 0
+
+
+def test_the_gate_measures_the_rate_while_busy() -> None:
+    gate = AdmissionGate()
+    for _ in range(5):
+        gate.admit(32)
+        time.sleep(0.06)
+        gate.done(32)
+    assert gate.rate is not None and 100 < gate.rate < 600  # 32 messages per ~0.06 s, measured

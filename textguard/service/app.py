@@ -42,7 +42,7 @@ from textguard.language import LanguageDetector
 from textguard.moderation import ContextLimits, ContextStore, MemoryContextStore, Moderator
 from textguard.policy import PolicySet
 from textguard.service.batcher import MicroBatcher
-from textguard.service.deadline import DeadlineMiddleware
+from textguard.service.deadline import AdmissionGate, DeadlineMiddleware
 from textguard.service.errors import install_error_handlers
 from textguard.service.keys import Scope
 from textguard.service.metrics import ObservabilityMiddleware, ServiceMetrics
@@ -64,6 +64,10 @@ OPTIONAL_ROUTERS: tuple[tuple[str, str, Scope], ...] = (
     ("textguard.service.captions", "router", "score"),
     ("textguard.service.transparency", "router", "report"),
 )
+
+
+#: Routes admitted by deadline before their body is read (textguard.service.deadline.AdmissionGate).
+SCORED_PATHS = frozenset({"/v1/score", "/v1/moderations"})
 
 
 def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastAPI:
@@ -97,11 +101,14 @@ def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastA
     install_error_handlers(app)
     # Added last = outermost: every response, refusals included, is counted and logged (with the client
     # address X-Forwarded-For gives when a trusted proxy sent it).
+    app.state.admission = AdmissionGate(on_refusal=metrics.shed.inc)
     app.add_middleware(
         DeadlineMiddleware,
         default_ms=settings.deadline_ms,
         min_ms=settings.deadline_min_ms,
         max_ms=settings.deadline_max_ms,
+        gate=app.state.admission,
+        scored_paths=SCORED_PATHS,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(WebSocketAdmission)
@@ -196,7 +203,7 @@ async def _start(
         metrics=metrics,
     )
     app.state.moderator = moderator
-    app.state.scoring = ScoringService(settings, batcher, moderator)
+    app.state.scoring = ScoringService(settings, batcher, moderator, app.state.admission)
     await asyncio.to_thread(languages.load)
     logger.info("service starting", extra={"fields": {"settings": settings.redacted()}})
 

@@ -37,20 +37,14 @@ import numpy as np
 
 from textguard.errors import InvalidScoresError
 from textguard.scorer import WindowScores
-from textguard.service.deadline import current_deadline
+from textguard.service.deadline import ADMISSION_SHARE, current_deadline, retry_after
 from textguard.service.errors import NotReady, Overloaded, ServiceError
 from textguard.service.metrics import ServiceMetrics
 from textguard.service.model_manager import LoadedModel
 
 logger = logging.getLogger("textguard.service.batcher")
 
-__all__ = ["ADMISSION_SHARE", "MicroBatcher", "Overloaded"]
-
-#: Share of the time left before a request's deadline that its scoring may take; the rest is kept for
-#: the work around it (language and context before, audit write and response after).
-ADMISSION_SHARE = 0.75
-#: Longest Retry-After a refusal suggests (seconds).
-MAX_RETRY_AFTER_S = 30.0
+__all__ = ["MicroBatcher", "Overloaded"]
 
 
 class InvalidScores(ServiceError):
@@ -84,8 +78,10 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        # Recent throughput (texts/s): admission by deadline and Retry-After estimate from it.
+        # Recent throughput (texts/s): admission by deadline and Retry-After estimate from it. Until a
+        # drain of a full forward batch has been measured there is no estimate, and requests are admitted.
         self._texts_per_second = 100.0
+        self._rate_measured = False
         # The drain in the forward pass now: its texts and when it started (for the time it still needs).
         self._inflight_texts = 0
         self._drain_started = 0.0
@@ -152,9 +148,9 @@ class MicroBatcher:
                 self._shed()
                 raise Overloaded(
                     f"the server is overloaded ({self._queued_texts} texts queued); retry shortly",
-                    retry_after=_retry_after(ahead),
+                    retry_after=retry_after(ahead),
                 )
-            if deadline is not None:
+            if deadline is not None and self._rate_measured:
                 needed = ahead + len(texts) / max(self._texts_per_second, 1.0)
                 allowed = ADMISSION_SHARE * (deadline - now)
                 if needed > allowed:
@@ -163,7 +159,7 @@ class MicroBatcher:
                         f"the request cannot be answered within its deadline (about {needed * 1000:.0f} ms "
                         f"of scoring needed, {max(0.0, allowed) * 1000:.0f} ms available); retry later, "
                         "send fewer messages per request or allow a longer deadline",
-                        retry_after=_retry_after(ahead),
+                        retry_after=retry_after(ahead),
                     )
             self._jobs.append(job)
             self._queued_texts += len(texts)
@@ -273,19 +269,26 @@ class MicroBatcher:
                     _resolve(jobs[number], (result, model))
 
         elapsed = time.perf_counter() - started
-        self._texts_per_second = 0.8 * self._texts_per_second + 0.2 * (len(texts) / max(elapsed, 1e-6))
+        self._measure(len(texts), elapsed)
         if self.metrics is not None:
             self.metrics.drain_size.observe(len(texts))
             self.metrics.inference_seconds.observe(elapsed)
 
+    def _measure(self, texts: int, elapsed: float) -> None:
+        """Update the scoring rate from a drain of at least one full forward batch: a smaller one measures
+        a forward's latency rather than throughput (and under load, drains are large)."""
+        if texts < self.max_batch_size:
+            return
+        rate = texts / max(elapsed, 1e-6)
+        if self._rate_measured:
+            self._texts_per_second = 0.8 * self._texts_per_second + 0.2 * rate
+        else:
+            self._texts_per_second = rate
+            self._rate_measured = True
+
     def _set_depth(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(self._queued_texts)
-
-
-def _retry_after(seconds_ahead: float) -> float:
-    """When the work ahead will have drained: what a refused client should wait (1 s to 30 s)."""
-    return min(MAX_RETRY_AFTER_S, max(1.0, seconds_ahead))
 
 
 def _resolve(job: _Job, value: tuple[WindowScores, LoadedModel]) -> None:
