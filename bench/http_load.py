@@ -65,9 +65,11 @@ async def closed_loop(
     *,
     keep_bodies: bool = False,
     timeout: float = 60.0,
+    honour_retry_after: bool = False,
 ) -> list[Answer]:
-    """`clients` connections each send `request` again as soon as the previous answer is read, for
-    `seconds`; every answer with its latency. A connection the server closes is reopened."""
+    """`clients` connections each send `request` again as soon as the previous answer is read (or, with
+    `honour_retry_after`, after the Retry-After of a 503 or 429), for `seconds`; every answer with its
+    latency. A connection the server closes is reopened."""
     answers: list[Answer] = []
     stop_at = time.perf_counter() + seconds
 
@@ -91,6 +93,10 @@ async def closed_loop(
                 if headers.get("connection", "").lower() == "close":
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)
+                if honour_retry_after and status in (429, 503) and "retry-after" in headers:
+                    pause = min(float(headers["retry-after"]), stop_at - time.perf_counter())
+                    if pause > 0:
+                        await asyncio.sleep(pause)
         finally:
             writer.close()
 

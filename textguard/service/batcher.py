@@ -209,11 +209,13 @@ class MicroBatcher:
                 self._inflight_texts = 0
 
     def _drop_late(self, jobs: list[_Job], now: float) -> list[_Job]:
-        """Refuse the jobs whose deadline passed while they waited (an estimate was wrong): a late answer
-        is worth less than a prompt refusal, and scoring them would make every job behind them late too."""
+        """Refuse the jobs whose deadline passed while they waited, or will have passed before their own
+        texts are scored (an estimate was wrong): a late answer is worth less than a refusal, and scoring
+        them would make every job behind them late too."""
         kept = []
+        seconds_per_text = 1.0 / max(self._texts_per_second, 1.0) if self._rate_measured else 0.0
         for job in jobs:
-            if job.deadline is not None and now >= job.deadline:
+            if job.deadline is not None and now + len(job.texts) * seconds_per_text >= job.deadline:
                 self._shed()
                 late = Overloaded(
                     "the request could not be answered within its deadline; retry later", retry_after=1.0

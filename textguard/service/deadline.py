@@ -98,6 +98,8 @@ class DeadlineMiddleware:
                 try:
                     gate.enter(deadline)
                 except Overloaded as error:
+                    # No route has matched yet: name it for the metrics and the access log.
+                    scope.setdefault("state", {})["route_path"] = scope.get("path")
                     await error_response(error)(scope, receive, send)
                     return
             try:
