@@ -228,8 +228,10 @@ def start_server(
             sys.executable, "-m", "textguard", "serve", "--model", str(model), "--port", str(port),
             "--backend", backend, "--model-poll-seconds", "0", "--log-level", "warning",
             "--audit-url", f"sqlite:///{workdir / f'audit-{kind}.db'}", "--max-queue", "4096",
-            "--batch-max-size", str(args.batch_max_size), "--deadline-ms", str(args.deadline_ms),
-            "--max-messages", "128",
+            "--batch-max-size", str(args.batch_max_size),
+            # Throughput cells answer every request (the longest deadline); the overload cells ask for
+            # --deadline-ms per request in the X-Deadline-Ms header.
+            "--deadline-ms", "30000", "--deadline-max-ms", "30000",
         ]  # fmt: skip
         command += extra
         if quantized:
@@ -464,7 +466,11 @@ def measure_overload(
     """64 clients x 32-message requests, each resent as soon as answered (refusals included: Retry-After
     ignored, the worst case) or after a refusal's Retry-After, with the lean client; answered and refused
     latencies separately."""
-    request = post_bytes("/v1/score", json.dumps(chat_body(texts, 0, 32)).encode())
+    request = post_bytes(
+        "/v1/score",
+        json.dumps(chat_body(texts, 0, 32)).encode(),
+        headers={"X-Deadline-Ms": str(args.deadline_ms)},
+    )
     clients = args.overload_concurrency
     asyncio.run(closed_loop("127.0.0.1", port, request, clients, args.warmup))
     answers = asyncio.run(
@@ -586,7 +592,9 @@ def main() -> None:
     parser.add_argument(
         "--overload-concurrency", type=int, default=64, help="clients of 32-message requests; 0=skip"
     )
-    parser.add_argument("--deadline-ms", type=int, default=1000, help="textguard's deadline_ms")
+    parser.add_argument(
+        "--deadline-ms", type=int, default=1000, help="deadline of the overload requests (X-Deadline-Ms)"
+    )
     parser.add_argument(
         "--naive-omp-passive",
         action="store_true",

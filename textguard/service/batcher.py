@@ -150,7 +150,9 @@ class MicroBatcher:
                     f"the server is overloaded ({self._queued_texts} texts queued); retry shortly",
                     retry_after=retry_after(ahead),
                 )
-            if deadline is not None and self._rate_measured:
+            # With nothing ahead the request is scored as soon as this server can: always admitted (a
+            # refusal would teach nothing, and the rate would never be measured again).
+            if deadline is not None and self._rate_measured and ahead > 0:
                 needed = ahead + len(texts) / max(self._texts_per_second, 1.0)
                 allowed = ADMISSION_SHARE * (deadline - now)
                 if needed > allowed:
@@ -209,13 +211,11 @@ class MicroBatcher:
                 self._inflight_texts = 0
 
     def _drop_late(self, jobs: list[_Job], now: float) -> list[_Job]:
-        """Refuse the jobs whose deadline passed while they waited, or will have passed before their own
-        texts are scored (an estimate was wrong): a late answer is worth less than a refusal, and scoring
-        them would make every job behind them late too."""
+        """Refuse the jobs whose deadline passed while they waited (an estimate was wrong): a late answer
+        is worth less than a refusal, and scoring them would make every job behind them late too."""
         kept = []
-        seconds_per_text = 1.0 / max(self._texts_per_second, 1.0) if self._rate_measured else 0.0
         for job in jobs:
-            if job.deadline is not None and now + len(job.texts) * seconds_per_text >= job.deadline:
+            if job.deadline is not None and now >= job.deadline:
                 self._shed()
                 late = Overloaded(
                     "the request could not be answered within its deadline; retry later", retry_after=1.0
@@ -254,6 +254,7 @@ class MicroBatcher:
         window_job = np.searchsorted(first_text, owner, side="right") - 1
         remaining = np.bincount(window_job, minlength=len(jobs))
         probs = np.zeros((len(windows), len(scorer.spec.labels)), dtype=np.float64)
+        unresolved = len(jobs)
         for batch, values in scorer.iter_probabilities(windows.input_ids, self.max_batch_size):
             probs[batch] = values
             if self.metrics is not None:
@@ -261,6 +262,9 @@ class MicroBatcher:
             for number, done in zip(*np.unique(window_job[batch], return_counts=True), strict=True):
                 remaining[number] -= done
                 if remaining[number] == 0:
+                    unresolved -= 1
+                    if unresolved == 0:
+                        self._inflight_texts = 0  # before the last answer: nothing is ahead any more
                     rows = slice(first_window[number], first_window[number + 1])
                     result = WindowScores(
                         probs[rows].copy(),
