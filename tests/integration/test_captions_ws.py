@@ -291,9 +291,72 @@ def test_repeated_abuse_closes_with_1008(server: Server) -> None:
 
 
 def test_an_oversized_message_closes_with_1008(server: Server) -> None:
-    oversized = "x" * 40_000  # over 8 x max_text_chars (4096) + 1 KiB
+    from textguard.service.captions import frame_limit
+
+    oversized = "x" * (frame_limit(4096) + 1)  # no valid segment is that long, however it is escaped
     code, received = asyncio.run(closing_code(f"{server.ws_url}/v1/meetings/m-big/captions", [oversized]))
     assert code == 1008 and received[0]["error"]["type"] == "message_too_large"
+
+
+def test_the_text_limit_counts_decoded_characters_not_json_escapes(server: Server) -> None:
+    # json.dumps writes each emoji as a 12-character surrogate-pair escape: 4,000 emoji are 48,000
+    # characters of frame but 4,000 characters of text, under max_text_chars (4096).
+    emoji = segment("u1", "spk", "\U0001f600" * 4000, 0)
+    assert len(emoji) > 12 * 4000
+    over = segment("u2", "spk", "\U0001f600" * 4097, 3)
+    after = segment("u3", "spk", "can you share your screen please", 6)
+    replies = stream(server, "m-emoji", [emoji, over, after])
+    assert replies[0]["segment_id"] == "u1" and "action" in replies[0]
+    assert replies[1]["error"]["type"] == "validation_error" and replies[1]["error"]["field"] == "text"
+    assert "4097 characters" in replies[1]["error"]["message"]
+    assert replies[2]["segment_id"] == "u3" and replies[2]["action"] == "allow"  # the stream goes on
+
+
+@pytest.mark.parametrize("field", ["segment_id", "speaker_id"])
+@pytest.mark.parametrize("bad", ["a\x00b", "tab\there", "line\n", "del\x7f"])
+def test_control_characters_in_websocket_ids_are_refused_as_in_http(
+    server: Server, field: str, bad: str
+) -> None:
+    frame = json.loads(segment("c1", "spk", "hello everyone", 0))
+    frame[field] = bad
+    refused, answered = stream(
+        server, "m-ids", [json.dumps(frame), segment("c2", "spk", "hello everyone", 3)]
+    )
+    assert refused["error"]["type"] == "validation_error" and refused["error"]["field"] == field
+    assert answered["segment_id"] == "c2"
+    http = httpx.post(
+        f"{server.url}/v1/score",
+        json={
+            "messages": [
+                {
+                    "id": "m",
+                    "text": "hello",
+                    "speaker_id": "s",
+                    "meeting_id": "m",
+                    **({"id": bad} if field == "segment_id" else {"speaker_id": bad}),
+                }
+            ]
+        },
+        headers=HEADERS,
+    )
+    assert http.status_code == 422 and http.json()["error"]["field"].endswith(
+        "id" if field == "segment_id" else "speaker_id"
+    )
+
+
+def test_a_meeting_id_with_a_control_character_is_refused_at_the_handshake(server: Server) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    async def handshake() -> tuple[int, dict[str, Any]]:
+        try:
+            async with connect(f"{server.ws_url}/v1/meetings/a%00b/captions", additional_headers=HEADERS):
+                return 101, {}
+        except InvalidStatus as refused:
+            return int(refused.response.status_code), json.loads(refused.response.body or b"{}")
+
+    status, body = asyncio.run(handshake())
+    assert status == 422 and body["error"]["field"] == "meeting_id"
 
 
 @pytest.mark.parametrize(

@@ -112,6 +112,11 @@ def serve(
     keep_alive_seconds: int | None = typer.Option(None, help="idle keep-alive connections close after [5]"),
     max_connections: int | None = typer.Option(None, help="open connections before answering 503 [1000]"),
     drain_timeout_seconds: int | None = typer.Option(None, help="SIGTERM: time for requests to finish [20]"),
+    deadline_ms: int | None = typer.Option(
+        None, help="refuse at once (503) what cannot be answered within this many ms [1000]"
+    ),
+    deadline_min_ms: int | None = typer.Option(None, help="shortest X-Deadline-Ms a client may ask [50]"),
+    deadline_max_ms: int | None = typer.Option(None, help="longest X-Deadline-Ms a client may ask [30000]"),
     max_queue: int | None = typer.Option(None, help="queued texts before answering 503 [1024]"),
     batch_max_size: int | None = typer.Option(None, help="texts per forward pass [8]"),
     inference_threads: int | None = typer.Option(None, help="ONNX intra-op threads; 0=one per core [0]"),

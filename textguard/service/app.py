@@ -15,6 +15,9 @@ context, known_content, moderator, scoring, metrics, auth and rate_limits. Every
 caption/transparency routers) is behind the API key check, a scope and the rate limit
 (textguard.service.security).
 
+Every HTTP request carries a deadline (the `deadline_ms` setting, or the client's `X-Deadline-Ms` within
+bounds; textguard.service.deadline): the micro-batcher refuses at once what it cannot answer in time.
+
 X-Forwarded-For is believed only from `trusted_proxies` (uvicorn's ProxyHeadersMiddleware, inside the
 app so the server's own, which trusts 127.0.0.1 by default, can stay off: see
 textguard.service.connection).
@@ -39,6 +42,7 @@ from textguard.language import LanguageDetector
 from textguard.moderation import ContextLimits, ContextStore, MemoryContextStore, Moderator
 from textguard.policy import PolicySet
 from textguard.service.batcher import MicroBatcher
+from textguard.service.deadline import AdmissionGate, DeadlineMiddleware
 from textguard.service.errors import install_error_handlers
 from textguard.service.keys import Scope
 from textguard.service.metrics import ObservabilityMiddleware, ServiceMetrics
@@ -60,6 +64,10 @@ OPTIONAL_ROUTERS: tuple[tuple[str, str, Scope], ...] = (
     ("textguard.service.captions", "router", "score"),
     ("textguard.service.transparency", "router", "report"),
 )
+
+
+#: Routes admitted by deadline before their body is read (textguard.service.deadline.AdmissionGate).
+SCORED_PATHS = frozenset({"/v1/score", "/v1/moderations"})
 
 
 def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastAPI:
@@ -93,6 +101,15 @@ def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastA
     install_error_handlers(app)
     # Added last = outermost: every response, refusals included, is counted and logged (with the client
     # address X-Forwarded-For gives when a trusted proxy sent it).
+    app.state.admission = AdmissionGate(on_refusal=metrics.shed.inc)
+    app.add_middleware(
+        DeadlineMiddleware,
+        default_ms=settings.deadline_ms,
+        min_ms=settings.deadline_min_ms,
+        max_ms=settings.deadline_max_ms,
+        gate=app.state.admission,
+        scored_paths=SCORED_PATHS,
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(WebSocketAdmission)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
@@ -187,7 +204,7 @@ async def _start(
         metrics=metrics,
     )
     app.state.moderator = moderator
-    app.state.scoring = ScoringService(settings, batcher, moderator)
+    app.state.scoring = ScoringService(settings, batcher, moderator, app.state.admission)
     await asyncio.to_thread(languages.load)
     logger.info("service starting", extra={"fields": {"settings": settings.redacted()}})
 

@@ -14,7 +14,11 @@ Tokenising in the worker rather than in each request: one `encode_batch` per dra
 than one call per request on chat texts (bench/serve_load.py prints both), keeps that work off the
 event loop, and needs no second thread hop per request.
 A full queue raises `Overloaded` at once (load shedding, 503 + Retry-After) instead of letting latency
-grow without bound. One forward at a time: concurrent forwards only fight over the same thread pool.
+grow without bound, and so does a request that cannot be answered by its deadline
+(textguard.service.deadline): the batcher estimates when its scores would be ready from the measured
+scoring rate, the texts still in the current forward pass and those queued ahead, and refuses it at
+admission when that is past the deadline; a job whose deadline passes while it waits is refused
+instead of scored. One forward at a time: concurrent forwards only fight over the same thread pool.
 The batcher is the service's `AsyncScoring` for `textguard.moderation.Moderator`; it decides nothing.
 """
 
@@ -33,6 +37,7 @@ import numpy as np
 
 from textguard.errors import InvalidScoresError
 from textguard.scorer import WindowScores
+from textguard.service.deadline import ADMISSION_SHARE, current_deadline, retry_after
 from textguard.service.errors import NotReady, Overloaded, ServiceError
 from textguard.service.metrics import ServiceMetrics
 from textguard.service.model_manager import LoadedModel
@@ -51,6 +56,7 @@ class _Job:
     texts: Sequence[str]
     future: asyncio.Future[tuple[WindowScores, LoadedModel]]
     loop: asyncio.AbstractEventLoop
+    deadline: float | None = None  # time.perf_counter() seconds
     enqueued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -72,8 +78,13 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        # Recent throughput (texts/s), for a Retry-After that reflects how long the backlog takes.
+        # Recent throughput (texts/s): admission by deadline and Retry-After estimate from it. Until a
+        # drain of a full forward batch has been measured there is no estimate, and requests are admitted.
         self._texts_per_second = 100.0
+        self._rate_measured = False
+        # The drain in the forward pass now: its texts and when it started (for the time it still needs).
+        self._inflight_texts = 0
+        self._drain_started = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -99,6 +110,17 @@ class MicroBatcher:
     def queue_depth(self) -> int:
         return self._queued_texts
 
+    @property
+    def texts_per_second(self) -> float:
+        """The measured scoring rate (moving average over recent drains)."""
+        return self._texts_per_second
+
+    def _seconds_ahead(self, now: float) -> float:
+        """Estimated seconds until the work queued or in the forward pass now is done (lock held)."""
+        rate = max(self._texts_per_second, 1.0)
+        inflight = max(0.0, self._inflight_texts / rate - (now - self._drain_started))
+        return inflight + self._queued_texts / rate
+
     # -- the request side (event loop) -----------------------------------------------------------------
 
     async def score(self, texts: list[str]) -> np.ndarray:
@@ -115,18 +137,32 @@ class MicroBatcher:
             return WindowScores(empty, np.zeros(0, dtype=np.int64), [], 0), model
         self._model()  # raises NotReady before anything is queued
         loop = asyncio.get_running_loop()
-        job = _Job(texts, loop.create_future(), loop)
+        deadline = current_deadline.get()
+        job = _Job(texts, loop.create_future(), loop, deadline)
         with self._cond:
             if self._stopping or not self.alive:
                 raise NotReady("the server is shutting down", retry_after=2)
+            now = time.perf_counter()
+            ahead = self._seconds_ahead(now)
             if self._queued_texts + len(texts) > self.max_queue:
-                if self.metrics is not None:
-                    self.metrics.shed.inc()
-                wait = (self._queued_texts + len(texts)) / max(self._texts_per_second, 1.0)
+                self._shed()
                 raise Overloaded(
                     f"the server is overloaded ({self._queued_texts} texts queued); retry shortly",
-                    retry_after=min(30.0, max(1.0, wait)),
+                    retry_after=retry_after(ahead),
                 )
+            # With nothing ahead the request is scored as soon as this server can: always admitted (a
+            # refusal would teach nothing, and the rate would never be measured again).
+            if deadline is not None and self._rate_measured and ahead > 0:
+                needed = ahead + len(texts) / max(self._texts_per_second, 1.0)
+                allowed = ADMISSION_SHARE * (deadline - now)
+                if needed > allowed:
+                    self._shed()
+                    raise Overloaded(
+                        f"the request cannot be answered within its deadline (about {needed * 1000:.0f} ms "
+                        f"of scoring needed, {max(0.0, allowed) * 1000:.0f} ms available); retry later, "
+                        "send fewer messages per request or allow a longer deadline",
+                        retry_after=retry_after(ahead),
+                    )
             self._jobs.append(job)
             self._queued_texts += len(texts)
             self._set_depth()
@@ -152,6 +188,10 @@ class MicroBatcher:
                 self._jobs.clear()
                 self._queued_texts = 0
                 self._set_depth()
+                now = time.perf_counter()
+                jobs = self._drop_late(jobs, now)
+                self._inflight_texts = sum(len(job.texts) for job in jobs)
+                self._drain_started = now
             try:
                 self._process(jobs)
             except InvalidScoresError:
@@ -167,6 +207,27 @@ class MicroBatcher:
                 logger.exception("inference failed for %d requests", len(jobs))
                 for job in jobs:
                     _fail(job, exc)
+            finally:
+                self._inflight_texts = 0
+
+    def _drop_late(self, jobs: list[_Job], now: float) -> list[_Job]:
+        """Refuse the jobs whose deadline passed while they waited (an estimate was wrong): a late answer
+        is worth less than a refusal, and scoring them would make every job behind them late too."""
+        kept = []
+        for job in jobs:
+            if job.deadline is not None and now >= job.deadline:
+                self._shed()
+                late = Overloaded(
+                    "the request could not be answered within its deadline; retry later", retry_after=1.0
+                )
+                _fail(job, late)
+            else:
+                kept.append(job)
+        return kept
+
+    def _shed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.shed.inc()
 
     def _version(self) -> str | None:
         try:
@@ -193,6 +254,7 @@ class MicroBatcher:
         window_job = np.searchsorted(first_text, owner, side="right") - 1
         remaining = np.bincount(window_job, minlength=len(jobs))
         probs = np.zeros((len(windows), len(scorer.spec.labels)), dtype=np.float64)
+        unresolved = len(jobs)
         for batch, values in scorer.iter_probabilities(windows.input_ids, self.max_batch_size):
             probs[batch] = values
             if self.metrics is not None:
@@ -200,6 +262,9 @@ class MicroBatcher:
             for number, done in zip(*np.unique(window_job[batch], return_counts=True), strict=True):
                 remaining[number] -= done
                 if remaining[number] == 0:
+                    unresolved -= 1
+                    if unresolved == 0:
+                        self._inflight_texts = 0  # before the last answer: nothing is ahead any more
                     rows = slice(first_window[number], first_window[number + 1])
                     result = WindowScores(
                         probs[rows].copy(),
@@ -210,10 +275,22 @@ class MicroBatcher:
                     _resolve(jobs[number], (result, model))
 
         elapsed = time.perf_counter() - started
-        self._texts_per_second = 0.8 * self._texts_per_second + 0.2 * (len(texts) / max(elapsed, 1e-6))
+        self._measure(len(texts), elapsed)
         if self.metrics is not None:
             self.metrics.drain_size.observe(len(texts))
             self.metrics.inference_seconds.observe(elapsed)
+
+    def _measure(self, texts: int, elapsed: float) -> None:
+        """Update the scoring rate from a drain of at least one full forward batch: a smaller one measures
+        a forward's latency rather than throughput (and under load, drains are large)."""
+        if texts < self.max_batch_size:
+            return
+        rate = texts / max(elapsed, 1e-6)
+        if self._rate_measured:
+            self._texts_per_second = 0.8 * self._texts_per_second + 0.2 * rate
+        else:
+            self._texts_per_second = rate
+            self._rate_measured = True
 
     def _set_depth(self) -> None:
         if self.metrics is not None:

@@ -14,12 +14,16 @@ and gets, for each, in order
 
 Errors use the service's body, `{"error": {"type", "message", "field"}}`:
 - a bad API key, rate limit, meeting id or policy name refuses the handshake (HTTP 401/429/422);
-- a malformed message gets the error and the socket stays open; after MAX_CONSECUTIVE_ERRORS malformed
-  messages in a row, or one frame over the frame limit (8 x max_text_chars + 1 KiB: room for JSON
-  escapes), the server closes with 1008;
-- a full inference queue answers `{"error": {"type": "overloaded", ...}, "segment_id"}` and the client
-  may resend that segment; if the model is not ready or the audit or context store is down, the server
-  closes with 1013 (try again later) rather than answer with a decision it did not record.
+- a malformed message gets the error and the socket stays open (ids are printable text as in /v1/score:
+  NUL and other control characters are refused, naming the field; a text over max_text_chars, counted
+  in characters of the decoded text however the JSON escapes them, is a validation error); after
+  MAX_CONSECUTIVE_ERRORS malformed messages in a row, or one frame that cannot hold a valid segment
+  however it is escaped (`frame_limit`: every character of the longest text and ids written as a
+  12-character surrogate-pair escape, plus 1 KiB), the server closes with 1008;
+- a full inference queue, or a segment that cannot be scored within `deadline_ms` of its arrival
+  (textguard.service.deadline), answers `{"error": {"type": "overloaded", ...}, "segment_id"}` at once
+  and the client may resend that segment; if the model is not ready or the audit or context store is
+  down, the server closes with 1013 (try again later) rather than answer with a decision it did not record.
 
 Each final segment is decided by the library's `Moderator` like any chat message (source "caption"),
 with the speaker's rolling window of earlier final segments as its context (see
@@ -36,6 +40,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 import traceback
 import uuid
 from typing import Any
@@ -47,8 +53,10 @@ from starlette.websockets import WebSocketState
 
 from textguard.moderation import Item, ItemDecision
 from textguard.policy import Policy, UnknownPolicyError
+from textguard.service.deadline import current_deadline, deadline_after
 from textguard.service.errors import STATUS, ServiceError
 from textguard.service.routes_score import message_result
+from textguard.service.schemas import IDENTIFIER_PATTERN, Identifier, Language, Text
 from textguard.service.security import Principal
 
 logger = logging.getLogger(__name__)
@@ -58,6 +66,8 @@ router = APIRouter(tags=["captions"])
 #: Longest caption text when the app has no settings (the service uses settings.max_text_chars).
 MAX_SEGMENT_CHARS = 4_096
 MAX_ID_CHARS = 128
+#: Per-segment deadline when the app has no settings (the service uses settings.deadline_ms).
+DEFAULT_DEADLINE_MS = 1000
 MAX_CONSECUTIVE_ERRORS = 5
 
 CLOSE_POLICY_VIOLATION = 1008
@@ -70,13 +80,13 @@ class CaptionMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    segment_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
-    speaker_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
-    text: str = Field(min_length=1)
+    segment_id: Identifier
+    speaker_id: Identifier
+    text: Text = Field(min_length=1)
     start: float = Field(ge=0, allow_inf_nan=False)
     end: float = Field(ge=0, allow_inf_nan=False)
     final: bool
-    language: str | None = Field(default=None, min_length=2, max_length=35)
+    language: Language | None = None
     #: Also answer, per flagged label, the spans that drove it (as `"evidence": true` in /v1/score).
     evidence: bool = False
 
@@ -112,9 +122,15 @@ class ProtocolError(Exception):
         return {"error": {"type": self.type, "message": self.message, "field": self.field}}
 
 
+#: Longest JSON escape of one character: a non-BMP character as a surrogate pair, "\\ud83d\\ude00".
+MAX_ESCAPED_CHARS = 12
+
+
 def frame_limit(max_text_chars: int) -> int:
-    """Longest frame accepted: a text of max_text_chars, every character JSON-escaped, plus the rest."""
-    return 8 * max_text_chars + 1024
+    """Longest frame accepted (characters): the longest valid text and ids with every character written
+    as its longest JSON escape, plus 1 KiB for keys, numbers and flags. The text limit itself counts
+    characters of the decoded text (`parse_message`), so escaping never makes a valid segment too large."""
+    return MAX_ESCAPED_CHARS * (max_text_chars + 2 * MAX_ID_CHARS + 35) + 1024
 
 
 def parse_message(raw: str, max_text_chars: int = MAX_SEGMENT_CHARS) -> CaptionMessage:
@@ -180,9 +196,15 @@ async def caption_stream(websocket: WebSocket) -> None:
     meeting_id = str(websocket.path_params.get("meeting_id", ""))
     try:
         _authorize(websocket)
-        if not meeting_id or len(meeting_id) > MAX_ID_CHARS:
+        if (
+            not meeting_id
+            or len(meeting_id) > MAX_ID_CHARS
+            or not re.fullmatch(IDENTIFIER_PATTERN, meeting_id)
+        ):
             raise ProtocolError(
-                "validation_error", f"meeting id is 1-{MAX_ID_CHARS} characters", "meeting_id"
+                "validation_error",
+                f"meeting id is 1-{MAX_ID_CHARS} printable characters (no control characters)",
+                "meeting_id",
             )
         chosen_policy = _policy(state, websocket.query_params.get("policy"))
     except ProtocolError as error:
@@ -191,11 +213,13 @@ async def caption_stream(websocket: WebSocket) -> None:
     await websocket.accept()
     max_text_chars = int(getattr(getattr(state, "settings", None), "max_text_chars", MAX_SEGMENT_CHARS))
     max_frame = frame_limit(max_text_chars)
+    deadline_ms = int(getattr(getattr(state, "settings", None), "deadline_ms", DEFAULT_DEADLINE_MS))
     connection_id = uuid.uuid4().hex
     consecutive_errors = 0
     try:
         while True:
             frame = await websocket.receive()
+            received_at = time.perf_counter()
             if frame["type"] == "websocket.disconnect":
                 return
             raw = frame.get("text")
@@ -215,6 +239,7 @@ async def caption_stream(websocket: WebSocket) -> None:
                 await websocket.send_json(error.payload())
                 continue
             consecutive_errors = 0
+            token = current_deadline.set(deadline_after(deadline_ms, received_at))
             try:
                 principal = getattr(websocket.state, "principal", None)
                 reply = await _decide(state, meeting_id, message, chosen_policy, connection_id, principal)
@@ -228,6 +253,8 @@ async def caption_stream(websocket: WebSocket) -> None:
                 # Not ready, shutting down, the audit or context store is down: no decision may be given.
                 await _refuse(websocket, failure, code=CLOSE_TRY_AGAIN_LATER)
                 return
+            finally:
+                current_deadline.reset(token)
             await websocket.send_json(reply)
     except WebSocketDisconnect:
         return

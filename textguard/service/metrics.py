@@ -177,4 +177,7 @@ def _request_id(scope: Scope) -> str:
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        # Refused before routing (admission by deadline) under a route's own path.
+        path = scope.get("state", {}).get("route_path")
     return path if isinstance(path, str) else "unmatched"

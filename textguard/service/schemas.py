@@ -40,9 +40,10 @@ def _valid_unicode(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_valid_unicode)]
-#: Caller ids are echoed back and stored (hashed) in the audit log: printable text only.
+#: Caller ids are echoed back and stored (hashed) in the audit log: printable text only (HTTP and WebSocket).
+IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 Identifier = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_valid_unicode)
+    str, Field(min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN), AfterValidator(_valid_unicode)
 ]
 Language = Annotated[str, Field(max_length=35, pattern=_LANGUAGE, examples=["fr", "pt-BR"])]
 

@@ -1,6 +1,8 @@
 """What a scoring request does, shared by /v1/score, /v1/moderations and the caption stream:
 
 1. check per-request limits (messages, characters, duplicate ids) before any work, naming the field;
+   admit the request by its deadline (textguard.service.deadline.AdmissionGate: refused at once with a
+   503 when the messages ahead of it cannot be answered in time);
 2. hand the items to the library's `Moderator` (language, known content, context windows, the
    scorer through the micro-batcher, policy, audit before the answer, metrics);
 3. turn library errors into the service's error kinds, and note what the access log shows.
@@ -19,6 +21,7 @@ from textguard.audit import AuditUnavailableError
 from textguard.moderation import Item, Moderation, Moderator
 from textguard.moderation.context import ContextUnavailableError
 from textguard.service.batcher import MicroBatcher
+from textguard.service.deadline import AdmissionGate
 from textguard.service.errors import AuditUnavailable, ContextUnavailable, InvalidInput
 from textguard.service.settings import ServiceSettings
 
@@ -26,10 +29,17 @@ __all__ = ["Item", "ScoringService"]
 
 
 class ScoringService:
-    def __init__(self, settings: ServiceSettings, batcher: MicroBatcher, moderator: Moderator) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        batcher: MicroBatcher,
+        moderator: Moderator,
+        admission: AdmissionGate | None = None,
+    ) -> None:
         self.settings = settings
         self.batcher = batcher
         self.moderator = moderator
+        self.admission = admission or AdmissionGate()
 
     def check_count(self, count: int, collection: str) -> None:
         """Refuse more than max_messages items; callers run it before any per-item work."""
@@ -78,6 +88,7 @@ class ScoringService:
             if principal is not None:
                 tenant = tenant or principal.tenant
                 key_id = key_id or principal.key_id
+        self.admission.admit(len(items))
         try:
             outcome = await self.moderator.decide_async(
                 [item for item, _ in items],
@@ -92,6 +103,8 @@ class ScoringService:
             raise AuditUnavailable(str(exc), retry_after=5) from None
         except ContextUnavailableError as exc:
             raise ContextUnavailable(str(exc), retry_after=5) from None
+        finally:
+            self.admission.done(len(items))
         if request is not None:
             request.state.n_messages = len(outcome.decisions)
             request.state.model_version = outcome.model.version

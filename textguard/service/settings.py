@@ -122,6 +122,17 @@ class ServiceSettings(BaseSettings):
         default=20, ge=1, description="on SIGTERM: how long requests in progress may still finish"
     )
 
+    # -- admission by deadline (textguard.service.deadline) ----------------------------------------
+    deadline_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="a request not answerable within this many ms of arrival is refused at once (503)",
+    )
+    deadline_min_ms: int = Field(default=50, ge=1, description="shortest deadline a client may ask for")
+    deadline_max_ms: int = Field(
+        default=30_000, ge=1, description="longest deadline a client may ask for (X-Deadline-Ms)"
+    )
+
     # -- batching and model refresh ----------------------------------------------------------------
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for inference before shedding load")
     batch_max_size: int = Field(default=8, ge=1, description="texts per forward pass")
@@ -190,6 +201,11 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _load_secrets(self) -> ServiceSettings:
+        if not self.deadline_min_ms <= self.deadline_ms <= self.deadline_max_ms:
+            raise ValueError(
+                f"deadline_ms ({self.deadline_ms}) must lie within deadline_min_ms ({self.deadline_min_ms}) "
+                f"and deadline_max_ms ({self.deadline_max_ms})"
+            )
         if self.max_messages > self.max_queue:
             raise ValueError(f"max_messages ({self.max_messages}) cannot exceed max_queue ({self.max_queue})")
         if self.audit_hash_key is None and self.audit_hash_key_file is not None:

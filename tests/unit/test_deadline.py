@@ -1,0 +1,152 @@
+"""Admission by deadline (textguard.service.deadline, the micro-batcher): the header's bounds, a request
+that cannot be answered in time refused at once with 503 + Retry-After, one that can answered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr, ValidationError
+
+from textguard.scorer import Scorer
+from textguard.service.app import create_app
+from textguard.service.batcher import MicroBatcher
+from textguard.service.deadline import DEADLINE_HEADER, AdmissionGate, current_deadline, deadline_after
+from textguard.service.errors import Overloaded
+from textguard.service.model_manager import LoadedModel
+from textguard.service.settings import ServiceSettings
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_artifact: Path) -> Scorer:
+    return Scorer.from_artifact(tiny_artifact, max_batch_size=8)
+
+
+@pytest.fixture
+def serve(scorer: Scorer, tiny_artifact: Path, tmp_path: Path) -> Callable[..., Any]:
+    @contextmanager
+    def run(**overrides: Any) -> Iterator[TestClient]:
+        values: dict[str, Any] = {
+            "model": str(tiny_artifact),
+            "audit_url": f"sqlite:///{tmp_path / 'audit.db'}",
+            "audit_hash_key": SecretStr("test-key"),
+            "model_poll_seconds": 0,
+            **overrides,
+        }
+        with TestClient(create_app(ServiceSettings(**values), scorer=scorer)) as client:
+            yield client
+
+    return run
+
+
+def _body(count: int) -> dict[str, Any]:
+    return {"messages": [{"id": f"m{i}", "text": f"see you at the standup {i}"} for i in range(count)]}
+
+
+@pytest.mark.parametrize(
+    ("value", "wording"),
+    [("soon", "whole number"), ("-5", "whole number"), ("10", "between 50 and 30000"),
+     ("30001", "between 50 and 30000"), ("9" * 5000, "between 50 and 30000")],
+)  # fmt: skip
+def test_a_deadline_header_out_of_bounds_is_a_422_naming_it(
+    serve: Callable[..., Any], value: str, wording: str
+) -> None:
+    with serve() as client:
+        response = client.post("/v1/score", json=_body(1), headers={DEADLINE_HEADER: value})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["type"] == "validation_error" and error["field"] == DEADLINE_HEADER
+    assert wording in error["message"]
+
+
+def test_a_request_that_cannot_be_answered_in_time_is_refused_at_once(serve: Callable[..., Any]) -> None:
+    with serve(deadline_min_ms=1) as client:
+        assert client.post("/v1/score", json=_body(32), headers={DEADLINE_HEADER: "5000"}).status_code == 200
+        started = time.perf_counter()
+        response = client.post("/v1/score", json=_body(32), headers={DEADLINE_HEADER: "1"})
+        elapsed = time.perf_counter() - started
+        metrics = client.get("/metrics").text
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["type"] == "overloaded" and "deadline" in error["message"]
+    assert int(response.headers["retry-after"]) >= 1
+    assert elapsed < 1.0  # refused, not queued
+    assert "textguard_overloaded_total 1.0" in metrics
+
+
+def test_deadline_settings_must_be_ordered(tiny_artifact: Path) -> None:
+    with pytest.raises(ValidationError, match="deadline_ms"):
+        ServiceSettings(model=str(tiny_artifact), deadline_ms=20, deadline_min_ms=50)
+
+
+def test_the_batcher_admits_by_estimated_finish_time(scorer: Scorer) -> None:
+    model = LoadedModel(scorer, "textguard", "v", None)
+    batcher = MicroBatcher(lambda: model, max_batch_size=8, max_queue=1024)
+    batcher.start()
+    texts = [f"message {i} of the meeting chat" for i in range(64)]
+
+    async def scenario() -> tuple[int, Overloaded]:
+        await batcher.score(texts)  # measures the scoring rate
+        rate = batcher.texts_per_second
+        # Enough time for 64 texts at the measured rate: admitted.
+        current_deadline.set(deadline_after(1000 * (64 / rate) * 4 + 200))
+        answered = await batcher.score(texts)
+        # With 256 texts ahead, a deadline far shorter than they take at that rate: refused at once.
+        ahead = asyncio.ensure_future(batcher.score(texts * 4))
+        await asyncio.sleep(0)  # queued
+        current_deadline.set(deadline_after(1000 * (64 / rate) / 2))
+        with pytest.raises(Overloaded, match="deadline") as caught:
+            await batcher.score(texts)
+        await ahead
+        # Nothing ahead: admitted even with a deadline shorter than its own estimate (scored as soon as
+        # this server can; a refusal would teach nothing).
+        current_deadline.set(deadline_after(1000 * (64 / rate) / 2))
+        answered_alone = await batcher.score(texts)
+        assert len(answered_alone) == 64
+        return len(answered), caught.value
+
+    try:
+        answered, refused = asyncio.run(scenario())
+    finally:
+        batcher.stop()
+    assert answered == 64
+    assert refused.status == 503 and int(refused.headers()["Retry-After"]) >= 1
+    assert batcher.queue_depth == 0
+
+
+def test_the_gate_refuses_what_the_work_ahead_makes_late_and_admits_when_nothing_is_ahead() -> None:
+    gate = AdmissionGate(share=0.75)
+    gate.admit(500)  # no deadline and no measured rate: admitted
+    gate.rate = 1000.0  # messages per second, as measured while busy
+    token = current_deadline.set(deadline_after(300))
+    try:
+        gate.admit(100)  # 0.6 s of work with this one: over 0.75 x 300 ms? 0.5 + 0.1 s > 0.225 s
+    except Overloaded as refused:
+        assert refused.status == 503 and "deadline" in refused.message
+        assert refused.headers()["Retry-After"] == "1"  # 0.5 s of work ahead, rounded up to 1 s
+    else:
+        raise AssertionError("admitted although the work ahead needs 500 ms of a 300 ms deadline")
+    with pytest.raises(Overloaded):
+        gate.enter(current_deadline.get())  # before its body is read: the work ahead alone is too much
+    gate.done(500)
+    gate.enter(current_deadline.get())  # nothing ahead now
+    gate.admit(10_000)  # nothing ahead: as fast as this server can, so admitted (not refused forever)
+    gate.done(10_000)
+    gate.leave()
+    current_deadline.reset(token)
+    assert gate.in_flight == 0 and gate.requests == 0 and gate.deciding == 0
+
+
+def test_the_gate_measures_the_rate_while_busy() -> None:
+    gate = AdmissionGate()
+    for _ in range(5):
+        gate.admit(32)
+        time.sleep(0.06)
+        gate.done(32)
+    assert gate.rate is not None and 100 < gate.rate < 600  # 32 messages per ~0.06 s, measured

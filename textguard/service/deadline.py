@@ -1,0 +1,225 @@
+"""Admission by deadline: every request has a time by which it must be answered, or it is refused at once.
+
+A request's deadline is `deadline_ms` after it reached the app (a setting), or what the client asks for
+in the `X-Deadline-Ms` header, within [`deadline_min_ms`, `deadline_max_ms`] (outside those bounds, or
+not a whole number: a 422 naming the header). Each caption segment of a WebSocket stream gets
+`deadline_ms` from the moment its frame arrived.
+
+The deadline travels in a context variable (`current_deadline`), so the one decision path
+(`textguard.moderation.Moderator`) stays unaware of it; the micro-batcher reads it when the request's
+texts are queued (textguard.service.batcher):
+
+- admission: from the measured scoring rate (texts per second, a moving average over recent drains),
+  the work still in the forward pass now and the texts queued ahead, the batcher estimates when this
+  request's scores would be ready. If that is later than the deadline (less a share kept for the work
+  after scoring: audit write, response), the request is refused at once: 503 `overloaded` with a
+  `Retry-After` of the time the work ahead needs to drain (at least 1 s). It is never queued for seconds.
+- a request admitted on an estimate that turned out wrong is refused (503) rather than scored once its
+  deadline has passed while it waited, so nothing is answered far past its deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from textguard.service.errors import InvalidInput, Overloaded, error_response
+
+__all__ = [
+    "ADMISSION_SHARE",
+    "DEADLINE_HEADER",
+    "AdmissionGate",
+    "DeadlineMiddleware",
+    "current_deadline",
+    "deadline_after",
+    "retry_after",
+]
+
+#: Share of the time left before a request's deadline that the estimate may fill; the rest is slack for
+#: the estimate's error and the response's way out.
+ADMISSION_SHARE = 0.75
+#: Longest Retry-After a refusal suggests (seconds).
+MAX_RETRY_AFTER_S = 30.0
+
+DEADLINE_HEADER = "X-Deadline-Ms"
+_HEADER_KEY = DEADLINE_HEADER.lower().encode("latin-1")
+
+#: Absolute deadline of the request being handled (time.perf_counter() seconds); None = no deadline.
+current_deadline: ContextVar[float | None] = ContextVar("textguard_deadline", default=None)
+
+
+def deadline_after(milliseconds: float, start: float | None = None) -> float:
+    """The absolute deadline `milliseconds` after `start` (default: now), on time.perf_counter()'s clock."""
+    return (time.perf_counter() if start is None else start) + milliseconds / 1000.0
+
+
+class DeadlineMiddleware:
+    """Sets `current_deadline` for each HTTP request (the setting's default or the client's header) and,
+    for the scoring routes, asks the admission gate before the body is read: when the work already
+    admitted cannot be answered within this request's deadline, it is refused before it costs anything."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        default_ms: int,
+        min_ms: int,
+        max_ms: int,
+        gate: AdmissionGate | None = None,
+        scored_paths: frozenset[str] = frozenset(),
+    ) -> None:
+        self.app = app
+        self.default_ms = default_ms
+        self.min_ms = min_ms
+        self.max_ms = max_ms
+        self.gate = gate
+        self.scored_paths = scored_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        milliseconds = self.default_ms
+        for name, value in scope.get("headers", []):
+            if name == _HEADER_KEY:
+                try:
+                    milliseconds = self.parse(value.decode("latin-1"))
+                except InvalidInput as error:
+                    await error_response(error)(scope, receive, send)
+                    return
+        deadline = deadline_after(milliseconds, start)
+        token = current_deadline.set(deadline)
+        gate = self.gate if scope.get("path") in self.scored_paths else None
+        try:
+            if gate is not None:
+                try:
+                    gate.enter(deadline)
+                except Overloaded as error:
+                    # No route has matched yet: name it for the metrics and the access log.
+                    scope.setdefault("state", {})["route_path"] = scope.get("path")
+                    await error_response(error)(scope, receive, send)
+                    return
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if gate is not None:
+                    gate.leave()
+        finally:
+            current_deadline.reset(token)
+
+    def parse(self, text: str) -> int:
+        text = text.strip()
+        if not text.isascii() or not text.isdigit():
+            raise InvalidInput(
+                f"{DEADLINE_HEADER} must be a whole number of milliseconds", field=DEADLINE_HEADER
+            )
+        value = int(text) if len(text) <= 12 else self.max_ms + 1
+        if not self.min_ms <= value <= self.max_ms:
+            raise InvalidInput(
+                f"{DEADLINE_HEADER} must be between {self.min_ms} and {self.max_ms} (got {value})",
+                field=DEADLINE_HEADER,
+            )
+        return value
+
+
+class AdmissionGate:
+    """Admission by deadline at the front of the service, before any work (used from the event loop only).
+
+    It counts the work admitted and not yet answered: messages in the decision path (language and context,
+    scoring, audit write) and scoring requests whose body is still being read and validated (each counted
+    as the average request's messages), and it measures how many messages per second the service answers
+    while it is busy. A request whose estimated answer time, (work ahead + its own) / rate, is past
+    `share` of the time left to its deadline is refused at once with `Overloaded` and a Retry-After of the
+    time the work ahead needs: once before its body is read (`enter`: the work ahead only), once more
+    when its messages are known (`admit`). Until a busy period has been measured there is no estimate
+    and requests are admitted.
+    """
+
+    #: Busy time a rate sample spans: long enough to hold several requests' completions.
+    SAMPLE_S = 0.25
+
+    def __init__(self, share: float = ADMISSION_SHARE, on_refusal: Callable[[], None] | None = None) -> None:
+        self.share = share
+        self.on_refusal = on_refusal
+        self.requests = 0  # scoring requests between `enter` and `leave` (HTTP)
+        self.deciding = 0  # requests between `admit` and `done` (HTTP and WebSocket)
+        self.in_flight = 0  # their messages
+        self.rate: float | None = None  # messages answered per busy second
+        self._messages_per_request = 1.0
+        self._changed_at = time.perf_counter()
+        self._busy = 0.0  # busy seconds since the last sample
+        self._done = 0  # messages answered since the last sample
+
+    def seconds_ahead(self) -> float:
+        """Estimated time to answer the work admitted now (0 without an estimate)."""
+        if self.rate is None:
+            return 0.0
+        unread = max(0, self.requests - self.deciding) * self._messages_per_request
+        return (self.in_flight + unread) / self.rate
+
+    def enter(self, deadline: float | None) -> None:
+        """A scoring request whose body is not read yet: refuse it if the work ahead already misses its
+        deadline, else count it in (`leave` when it is answered)."""
+        now = time.perf_counter()
+        self._check(deadline, now, self._messages_per_request)
+        self._tick(now)
+        self.requests += 1
+
+    def leave(self) -> None:
+        self._tick(time.perf_counter())
+        self.requests -= 1
+
+    def admit(self, messages: int) -> None:
+        """Refuse (Overloaded) or count `messages` in; the caller must call `done(messages)` after."""
+        now = time.perf_counter()
+        self._messages_per_request = 0.9 * self._messages_per_request + 0.1 * messages
+        # This request's own unread estimate is replaced by its real message count.
+        self._check(current_deadline.get(), now, messages, counted=self.requests > self.deciding)
+        self._tick(now)
+        self.deciding += 1
+        self.in_flight += messages
+
+    def done(self, messages: int) -> None:
+        now = time.perf_counter()
+        self._tick(now)
+        self.deciding -= 1
+        self.in_flight -= messages
+        self._done += messages
+        if self._busy >= self.SAMPLE_S:
+            sample = self._done / self._busy
+            self.rate = sample if self.rate is None else 0.7 * self.rate + 0.3 * sample
+            self._busy = 0.0
+            self._done = 0
+
+    def _check(self, deadline: float | None, now: float, messages: float, counted: bool = False) -> None:
+        if deadline is None or self.rate is None:
+            return
+        ahead = self.seconds_ahead()
+        if counted:
+            ahead = max(0.0, ahead - self._messages_per_request / self.rate)
+        if ahead == 0.0:
+            return  # nothing ahead: the request is answered as fast as this server can
+        needed = ahead + messages / self.rate
+        allowed = self.share * (deadline - now)
+        if needed > allowed:
+            if self.on_refusal is not None:
+                self.on_refusal()
+            raise Overloaded(
+                f"the request cannot be answered within its deadline (about {needed * 1000:.0f} ms "
+                f"needed, {max(0.0, allowed) * 1000:.0f} ms available); retry later, send fewer "
+                "messages per request or allow a longer deadline",
+                retry_after=retry_after(ahead),
+            )
+
+    def _tick(self, now: float) -> None:
+        if self.requests > 0 or self.in_flight > 0:
+            self._busy += now - self._changed_at
+        self._changed_at = now
+
+
+def retry_after(seconds_ahead: float) -> float:
+    """When the work ahead will have drained: what a refused client should wait (1 s to 30 s)."""
+    return min(MAX_RETRY_AFTER_S, max(1.0, seconds_ahead))
