@@ -112,6 +112,8 @@ class Job:
     max_tokens: int | None
     batch_size: int | None
     output: str
+    backend: str = "torch"
+    quantized: bool = False
 
     @property
     def key(self) -> str:
@@ -268,7 +270,13 @@ def worker_model(job: Job) -> tuple[Moderator, ServedModel]:
             options["max_batch_size"] = job.batch_size
         if job.max_tokens:
             options["max_tokens"] = job.max_tokens
-        scorer = Scorer.from_artifact(directory, **options)
+        scorer = Scorer.from_artifact(
+            directory,
+            backend=job.backend,  # type: ignore[arg-type]
+            quantized=job.quantized,
+            intra_op_threads=max(1, int(cpus)),
+            **options,
+        )
         policies = _policies_from_yaml(job.policy_yaml) if job.policy_yaml else Policy.from_model_thresholds()
         served = ServedModel(scorer, job.model_name, job.model_version)
         _LOADED[job.key] = (Moderator(policies), served)
@@ -418,6 +426,8 @@ def score_archive(
     evidence: bool = False,
     max_tokens: int | None = None,
     batch_size: int | None = None,
+    backend: str = "torch",
+    quantized: bool = False,
     unit_rows: int = DEFAULT_UNIT_ROWS,
     chunk_rows: int = DEFAULT_CHUNK_SIZE,
     overwrite: bool = False,
@@ -481,6 +491,8 @@ def score_archive(
         "evidence": evidence,
         "unit_rows": unit_rows,
         "units": len(units),
+        "backend": backend,
+        "quantized": quantized,
     }
     manifest_path = f"{out_root}/{MANIFEST}"
     import pyarrow.fs as pafs
@@ -529,6 +541,8 @@ def score_archive(
                 max_tokens=max_tokens,
                 batch_size=batch_size,
                 output=out_root if out_fs.type_name == "local" else str(output),
+                backend=backend,
+                quantized=quantized,
             )
             results = _run(spark, job, pending, out_fs, out_root, done, progress, on_unit_done)
             scored_rows = sum(result["rows"] for result in results)
