@@ -51,6 +51,8 @@ DEFAULT_TIME_COLUMN = "sent_at"
 #: Texts handed to the scorer at once: it sorts and token-batches inside a chunk, and the progress
 #: bar advances per chunk. Large enough that length sorting still removes most padding.
 DEFAULT_CHUNK_SIZE = 2048
+#: ParquetFile options of a streaming read (read ahead 1 MiB at a time, nothing pre-buffered).
+PARQUET_STREAMING: dict[str, Any] = {"buffer_size": 1 << 20, "pre_buffer": False}
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,9 @@ def _iter_txt(path: Path, text_column: str, chunk_size: int) -> Iterator[pd.Data
 def _iter_parquet(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path) as parquet:
-        for batch in parquet.iter_batches(batch_size=chunk_size):
+    # Without threads and pre-buffering, the reader holds one row group, not the next ones too.
+    with pq.ParquetFile(path, **PARQUET_STREAMING) as parquet:
+        for batch in parquet.iter_batches(batch_size=chunk_size, use_threads=False):
             yield batch.to_pandas()
 
 

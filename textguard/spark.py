@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from textguard.batch import (
     ACTION_COLUMN,
     DEFAULT_CHUNK_SIZE,
+    PARQUET_STREAMING,
     PREDICTED_COLUMN,
     _progress,
     arrow_schema,
@@ -297,13 +298,15 @@ def score_unit(job: Job, unit: Unit) -> dict[str, Any]:
     started = time.perf_counter()
     rows = 0
     with fs.open_input_file(unit.path) as handle:
-        parquet = pq.ParquetFile(handle)
+        parquet = pq.ParquetFile(handle, **PARQUET_STREAMING)
         input_schema = parquet.schema_arrow
         writer = None
         try:
             sink = fs.open_output_stream(tmp)
             batches = parquet.iter_batches(
-                batch_size=job.chunk_rows, row_groups=list(range(unit.first, unit.stop))
+                batch_size=job.chunk_rows,
+                row_groups=list(range(unit.first, unit.stop)),
+                use_threads=False,
             )
             for batch in batches:
                 frame = batch.to_pandas()
