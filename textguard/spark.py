@@ -50,7 +50,7 @@ from textguard.batch import (
     parquet_ready,
     score_frame,
 )
-from textguard.errors import ConfigError, DataError
+from textguard.errors import ConfigError, DataError, TextguardError
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -622,11 +622,30 @@ def _run(
         try:
             rdd = spark.sparkContext.parallelize(pending, len(pending))
             results: list[dict[str, Any]] = rdd.map(lambda unit: score_unit(job, unit)).collect()
+        except Exception as exc:
+            raise _job_error(exc) from None
         finally:
             finished.set()
             watcher.join()
         look(advance)
     return results
+
+
+def _job_error(exc: Exception) -> TextguardError:
+    """A failed task's own error (a textguard error raised on an executor), in one line, with the way on."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("textguard.errors.")]
+    kind: type[TextguardError] = TextguardError
+    if ours:
+        name, _, message = ours[-1].partition(": ")
+        kind = (
+            DataError if name.endswith("DataError") else ConfigError if name.endswith("ConfigError") else kind
+        )
+    else:
+        message = next(
+            (line for line in reversed(lines) if "Error" in line or "Exception" in line), type(exc).__name__
+        )
+    return kind(f"the Spark job failed: {message}; finished units are kept, rerun the same command to resume")
 
 
 def _summarize(

@@ -174,6 +174,23 @@ def test_spark_output_equals_the_in_process_engine(
         score_archive(tiny_artifact, str(archive / "*.csv"), str(tmp_path / "y"))
 
 
+def test_bad_rows_fail_the_job_with_a_clear_error_and_a_rerun_completes(
+    spark: Any, tiny_artifact: Path, tmp_path: Path
+) -> None:
+    from textguard.spark import score_archive
+
+    source = tmp_path / "chat"
+    source.mkdir()
+    pd.DataFrame({"id": ["a", "b"], "text": ["hello", "see you"]}).to_parquet(source / "a.parquet")
+    pd.DataFrame({"id": ["c", "d"], "text": ["fine", None]}).to_parquet(source / "b.parquet")
+    with pytest.raises(DataError, match=r"b\.parquet: 'text' must be text.*data row 2.*rerun"):
+        score_archive(tiny_artifact, str(source), str(tmp_path / "out"), progress=False)
+    assert not list((tmp_path / "out").rglob("_tmp-*"))  # a.parquet's unit may or may not have finished
+    pd.DataFrame({"id": ["c", "d"], "text": ["fine", "now fixed"]}).to_parquet(source / "b.parquet")
+    summary = score_archive(tiny_artifact, str(source), str(tmp_path / "out"), progress=False)
+    assert summary.rows == 4 and sorted(pd.read_parquet(tmp_path / "out")["id"]) == ["a", "b", "c", "d"]
+
+
 @pytest.mark.slow  # a second JVM (the killed CLI run): ~50 s on the shared 2-core machine
 def test_a_killed_run_resumes_without_rescoring_finished_units(
     spark: Any, archive: Path, tiny_artifact: Path, in_process: pd.DataFrame, tmp_path: Path
