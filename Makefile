@@ -73,7 +73,6 @@ bench: $(STAMP) ## Benchmarks: ratios against a baseline measured in the same ru
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/robustness_gap.py
 	$(BIN)/python bench/known_content.py
-	$(BIN)/python bench/batch_scale.py
 
 clean: ## Remove build outputs, prepared data and local MLflow state (keeps .venv)
 	rm -rf data/prepared mlruns mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache textguard_audit.db*
