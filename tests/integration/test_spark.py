@@ -6,6 +6,7 @@ several Hive-style partitions. Skipped where pyspark or Java is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -196,11 +197,13 @@ def test_bad_rows_fail_the_job_with_a_clear_error_and_a_rerun_completes(
     pd.DataFrame({"id": ["a", "b"], "text": ["hello", "see you"]}).to_parquet(source / "a.parquet")
     pd.DataFrame({"id": ["c", "d"], "text": ["fine", None]}).to_parquet(source / "b.parquet")
     with pytest.raises(DataError, match=r"b\.parquet: 'text' must be text.*data row 2.*rerun"):
-        score_archive(tiny_artifact, str(source), str(tmp_path / "out"), progress=False)
+        score_archive(tiny_artifact, str(source), str(tmp_path / "out"), evidence=True, progress=False)
     assert not list((tmp_path / "out").rglob("_tmp-*"))  # a.parquet's unit may or may not have finished
     pd.DataFrame({"id": ["c", "d"], "text": ["fine", "now fixed"]}).to_parquet(source / "b.parquet")
-    summary = score_archive(tiny_artifact, str(source), str(tmp_path / "out"), progress=False)
-    assert summary.rows == 4 and sorted(pd.read_parquet(tmp_path / "out")["id"]) == ["a", "b", "c", "d"]
+    summary = score_archive(tiny_artifact, str(source), str(tmp_path / "out"), evidence=True, progress=False)
+    out = pd.read_parquet(tmp_path / "out")
+    assert summary.rows == 4 and sorted(out["id"]) == ["a", "b", "c", "d"]
+    assert all(isinstance(json.loads(value), dict) for value in out["evidence"])  # JSON per row
 
 
 @pytest.mark.slow  # a second JVM (the killed CLI run): ~50 s on the shared 2-core machine
