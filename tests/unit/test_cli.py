@@ -68,3 +68,22 @@ def test_module_entry_point_and_config_typo_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sourcez" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--engine", "flink"], "unknown --engine 'flink'"),
+        (["--master", "local[2]"], "--master and --spark-conf need --engine spark"),
+        (["--engine", "spark", "--context"], "--context is not supported with --engine spark"),
+        (["--engine", "spark", "--spark-conf", "novalue"], "must look like KEY=VALUE"),
+    ],
+)
+def test_score_engine_options_are_checked_before_anything_loads(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    from textguard.errors import ConfigError
+
+    args = ["score", "--model", str(tmp_path / "nomodel"), "--input", "in.csv", "--output", "out.csv"]
+    result = CliRunner().invoke(app, [*args, *extra])
+    assert isinstance(result.exception, ConfigError) and message in str(result.exception)

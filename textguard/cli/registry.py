@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -124,8 +125,19 @@ def score(
     model: str = typer.Option(
         ..., "--model", "-m", help="Artefact directory, runs:/<id>/model or models:/<name>@<alias>."
     ),
-    input: Path = typer.Option(..., "--input", "-i", help="File to score: .csv, .jsonl, .parquet or .txt."),
-    output: Path = typer.Option(..., "--output", "-o", help="Result file: .csv, .jsonl or .parquet."),
+    input: str = typer.Option(
+        ...,
+        "--input",
+        "-i",
+        help="File to score: .csv, .jsonl, .parquet or .txt. With --engine spark: a Parquet file, a "
+        "directory of them or a glob (local, s3://, hdfs://, gs://).",
+    ),
+    output: str = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="Result file: .csv, .jsonl or .parquet. With --engine spark: a directory of Parquet files.",
+    ),
     text_column: str = typer.Option("text", "--text-column", help="Column holding the text."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
     quantized: bool = typer.Option(False, "--quantized", help="With --backend onnx: use model.int8.onnx."),
@@ -157,15 +169,42 @@ def score(
         None, "--policy-name", help="Policy of the file to apply (default: the file's default)."
     ),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    engine: str = typer.Option(
+        "in-process",
+        "--engine",
+        help="in-process (streams one file in chunks) or spark (a partitioned Parquet archive).",
+    ),
+    master: str | None = typer.Option(
+        None,
+        "--master",
+        help="With --engine spark: local[2], spark://host:7077, ... (default: spark-submit's, else "
+        "local[*]).",
+    ),
+    spark_conf: list[str] = typer.Option(
+        [], "--spark-conf", help="With --engine spark: KEY=VALUE Spark setting (repeatable)."
+    ),
+    unit_rows: int = typer.Option(
+        50_000,
+        "--unit-rows",
+        min=1,
+        help="With --engine spark: rows per task and output file (whole row groups).",
+    ),
+    chunk_size: int = typer.Option(2048, "--chunk-size", min=1, help="Rows read and decided at a time."),
 ) -> None:
     """Score a file of texts through the same decision path as the service; the output keeps every input
     column and adds per-label scores, labels and (with --policy) the action.
+
+    With --engine spark, a Parquet archive is scored on Spark (one model per executor process); the
+    output directory gets model and policy versions on every row, and a rerun resumes where a failed
+    run stopped (see docs/spark.md).
 
     \b
     Example:
       textguard score --model models:/textguard@champion --input chat.csv --output scored.parquet
       textguard score --model models:/textguard@champion --input chat.csv --output scored.csv \\
           --policy configs/policies/default.yaml --policy-name strict --evidence
+      textguard score --engine spark --master "local[2]" --model models:/textguard@champion \\
+          --input archive/ --output scored/ --policy configs/policies/default.yaml
     """
     from textguard.batch import ContextColumns, score_file
 
@@ -175,11 +214,37 @@ def score(
         raise ConfigError("--quantized needs --backend onnx")
     if policy_name is not None and policy is None:
         raise ConfigError("--policy-name needs --policy FILE")
+    if engine not in ("in-process", "spark"):
+        raise ConfigError(f"unknown --engine {engine!r}: choose in-process or spark")
+    if engine != "spark" and (master or spark_conf):
+        raise ConfigError("--master and --spark-conf need --engine spark")
     _use_tracking_uri(tracking_uri)
+    if engine == "spark":
+        _score_on_spark(
+            model,
+            input,
+            output,
+            text_column=text_column,
+            backend=backend,
+            quantized=quantized,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            policy=policy,
+            policy_name=policy_name,
+            evidence=evidence,
+            overwrite=overwrite,
+            progress=progress,
+            master=master,
+            spark_conf=spark_conf,
+            unit_rows=unit_rows,
+            chunk_size=chunk_size,
+            unsupported={"--context": context, "--hash-lists": hash_lists is not None},
+        )
+        return
     summary = score_file(
         model,
-        input,
-        output,
+        Path(input),
+        Path(output),
         text_column=text_column,
         backend=backend,
         quantized=quantized,
@@ -192,6 +257,44 @@ def score(
         evidence=evidence,
         progress=progress,
         overwrite=overwrite,
+        chunk_size=chunk_size,
+    )
+    typer.echo(summary.describe())
+
+
+def _score_on_spark(
+    model: str,
+    input: str,
+    output: str,
+    *,
+    policy: Path | None,
+    policy_name: str | None,
+    spark_conf: list[str],
+    unsupported: dict[str, bool],
+    **options: Any,
+) -> None:
+    from textguard.spark import score_archive
+
+    used = [flag for flag, on in unsupported.items() if on]
+    if used:
+        raise ConfigError(
+            f"{', '.join(used)} is not supported with --engine spark (use the in-process engine)"
+        )
+    conf = {}
+    for entry in spark_conf:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--spark-conf {entry!r} must look like KEY=VALUE")
+        conf[key.strip()] = value
+    summary = score_archive(
+        model,
+        input,
+        output,
+        policy_file=policy,
+        policy=policy_name,
+        spark_conf=conf,
+        chunk_rows=options.pop("chunk_size"),
+        **options,
     )
     typer.echo(summary.describe())
 

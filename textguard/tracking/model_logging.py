@@ -106,6 +106,7 @@ def _signature(labels: list[str]) -> Any:
     inputs = Schema([ColSpec(DataType.string, "text")])
     columns: list[ColSpec | TensorSpec] = [ColSpec(DataType.double, label) for label in labels]
     columns.append(ColSpec(Array(DataType.string), "labels"))
+    columns.append(ColSpec(DataType.string, "action"))
     outputs = Schema(columns)
     return ModelSignature(inputs=inputs, outputs=outputs)
 

@@ -1,7 +1,9 @@
 """The MLflow "models from code" entry point of a logged textguard model.
 
-`mlflow.pyfunc.load_model("models:/textguard@champion")` executes this file, which wraps the same
-`Scorer` the service and batch scoring use, so a pyfunc prediction equals a `textguard score` one.
+`mlflow.pyfunc.load_model("models:/textguard@champion")` (and `mlflow.pyfunc.spark_udf`, which loads it
+once per Spark executor process) executes this file. `predict` decides through the one decision path,
+`textguard.moderation.Moderator`, at the model's own thresholds, with the same `Scorer` the service and
+batch scoring use, so a pyfunc prediction equals a `textguard score` one.
 The weights stay safetensors + textguard.json under the model's `artifacts/textguard/`: nothing is
 pickled, and textguard's own loader reads that directory without MLflow's pyfunc machinery.
 
@@ -24,12 +26,17 @@ TEXT_COLUMN = "text"
 
 
 class TextguardPyfunc(PythonModel):
-    """Input: a DataFrame with a `text` column. Output: one probability column per label + `labels`."""
+    """Input: a DataFrame with a `text` column. Output: one probability column per label, `labels` (the
+    labels at or above the model's thresholds) and `action` (allow or review at those thresholds)."""
 
     def load_context(self, context: PythonModelContext) -> None:
+        from textguard.moderation import Moderator, ServedModel
+        from textguard.policy import Policy
         from textguard.scorer import Scorer
 
         self.scorer = Scorer.from_artifact(context.artifacts[ARTIFACT_KEY])
+        self.served = ServedModel.local(self.scorer)
+        self.moderator = Moderator(Policy.from_model_thresholds())
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -39,11 +46,18 @@ class TextguardPyfunc(PythonModel):
             texts = [str(text) for text in model_input[column]]
         else:
             texts = [str(text) for text in model_input]
-        predictions = self.scorer.score(texts)
+        from textguard.moderation import Item
+
+        items = [Item(str(index), text) for index, text in enumerate(texts)]
+        decisions = self.moderator.decide(items, self.served).decisions
+        labels = list(self.scorer.spec.labels)
         frame = pd.DataFrame(
-            [prediction.scores for prediction in predictions], columns=list(self.scorer.spec.labels)
+            [[decision.scores[label] for label in labels] for decision in decisions],
+            columns=labels,
+            dtype="float64",
         )
-        frame["labels"] = [prediction.labels for prediction in predictions]
+        frame["labels"] = [list(decision.labels) for decision in decisions]
+        frame["action"] = [decision.action for decision in decisions]
         return frame
 
 
