@@ -658,6 +658,30 @@ def _stat(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+def _versions_section(
+    name: str,
+    title: str,
+    column: str,
+    usages: list[tuple[str, ModelUsage | PolicyUsage]],
+    cell: Callable[[int | None], str],
+) -> Section:
+    """Which model or policy versions decided in the period, with their first and last decision."""
+    return Section(
+        name,
+        title,
+        [column, "decisions", "first seen", "last seen"],
+        [
+            [
+                label,
+                cell(usage.decisions),
+                usage.first_seen.isoformat(timespec="seconds"),
+                usage.last_seen.isoformat(timespec="seconds"),
+            ]
+            for label, usage in usages
+        ],
+    )
+
+
 def sections(report: TransparencyReport) -> list[Section]:
     """The report as tables: what Markdown, HTML, CSV and the terminal table print."""
     actions = _actions(report)
@@ -774,33 +798,19 @@ def sections(report: TransparencyReport) -> list[Section]:
             ["overturn rate", _stat(reviews.overturn_rate)],
         ],
     )
-    models = Section(
+    models = _versions_section(
         "model_versions",
         "Model versions in force",
-        ["model", "decisions", "first seen", "last seen"],
-        [
-            [
-                f"{u.model_name}@{u.model_version}",
-                cell(u.decisions),
-                u.first_seen.isoformat(timespec="seconds"),
-                u.last_seen.isoformat(timespec="seconds"),
-            ]
-            for u in report.model_versions
-        ],
+        "model",
+        [(f"{u.model_name}@{u.model_version}", u) for u in report.model_versions],
+        cell,
     )
-    policies = Section(
+    policies = _versions_section(
         "policy_versions",
         "Policy versions in force",
-        ["policy", "decisions", "first seen", "last seen"],
-        [
-            [
-                f"{u.policy}@{u.policy_version}",
-                cell(u.decisions),
-                u.first_seen.isoformat(timespec="seconds"),
-                u.last_seen.isoformat(timespec="seconds"),
-            ]
-            for u in report.policy_versions
-        ],
+        "policy",
+        [(f"{u.policy}@{u.policy_version}", u) for u in report.policy_versions],
+        cell,
     )
     return [
         summary,
