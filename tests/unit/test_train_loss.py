@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -42,3 +44,41 @@ def test_loss_has_gradients() -> None:
     logits = torch.zeros(4, 3, requires_grad=True)
     MultiLabelLoss("focal", [2.0, 2.0, 2.0])(logits, torch.ones(4, 3)).backward()
     assert logits.grad is not None and bool((logits.grad < 0).all())
+
+
+def test_the_head_learns_at_its_own_rate(tmp_path: Path) -> None:
+    """training.head_learning_rate: pooler and classifier in their own optimizer groups at that rate."""
+    from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+
+    from textguard.training.hf import TextguardTrainer, is_head_parameter
+    from textguard.training.loss import MultiLabelLoss
+
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        num_labels=3,
+        problem_type="multi_label_classification",
+    )
+    model = BertForSequenceClassification(config)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=2e-5, weight_decay=0.01, report_to=[])
+    loss = MultiLabelLoss.from_config(LossConfig(), np.zeros((2, 3), dtype=np.float32))
+    optimizer = TextguardTrainer(
+        model=model, args=args, loss_fn=loss, head_learning_rate=1e-3
+    ).create_optimizer()
+    by_rate: dict[float, set[str]] = {}
+    ids = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        by_rate.setdefault(group["lr"], set()).update(ids[id(p)] for p in group["params"])
+    assert by_rate[1e-3] == {n for n, _ in model.named_parameters() if is_head_parameter(n)}
+    assert by_rate[1e-3] == {
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    }
+    assert by_rate[2e-5] == {n for n, _ in model.named_parameters()} - by_rate[1e-3]
+    plain = TextguardTrainer(model=model, args=args, loss_fn=loss).create_optimizer()
+    assert {group["lr"] for group in plain.param_groups} == {2e-5}

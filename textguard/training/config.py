@@ -132,6 +132,9 @@ class FreezeConfig(StrictModel):
 
 class TrainingConfig(StrictModel):
     learning_rate: float = Field(default=5e-5, gt=0)
+    #: Rate of the task head (pooler + classifier, initialised at random) when it should differ from the
+    #: encoder's; None: the same rate for everything.
+    head_learning_rate: float | None = Field(default=None, gt=0)
     epochs: float = Field(default=3.0, gt=0)
     #: Stop after this many optimiser steps (overrides epochs); for smoke runs.
     max_steps: int | None = Field(default=None, gt=0)

@@ -369,6 +369,7 @@ def fit(
         compute_metrics=compute_metrics_for(training_spec(plan, tokenizer)),
         callbacks=callbacks,
         loss_fn=loss,
+        head_learning_rate=training.head_learning_rate,
     )
     # The disabled run on other ranks ignores these calls.
     run.log_dict(
