@@ -260,6 +260,7 @@ def test_spark_udf_on_a_trained_model_matches_the_library(
     from textguard.batch import score_frame
     from textguard.moderation import ServedModel
     from textguard.scorer import Scorer
+    from textguard.tracking.uris import global_tracking_uri
     from textguard.training.config import load_train_config
     from textguard.training.pipeline import train
 
@@ -271,20 +272,21 @@ def test_spark_udf_on_a_trained_model_matches_the_library(
         smoke, [f"data={{prepared: {prepared}}}", f"tracking.uri={uri}"], output_dir=tmp_path / "out"
     )
     train(config, config_path=smoke)
-    mlflow.set_tracking_uri(uri)
-
-    texts = [" ".join(np.random.default_rng(i).choice(WORDS, 1 + i % 30)) for i in range(200)]
-    frame = pd.DataFrame({"id": [str(i) for i in range(len(texts))], "text": texts})
-    udf = mlflow.pyfunc.spark_udf(spark, "models:/textguard@candidate", env_manager="local")
-    scored = (
-        spark.createDataFrame(frame, "id string, text string")
-        .repartition(3)
-        .withColumn("p", udf("text"))
-        .select("id", "p.*")
-        .toPandas()
-        .sort_values("id", key=lambda ids: ids.astype(int))
-        .reset_index(drop=True)
-    )
+    # spark_udf resolves models:/ through MLflow's process-wide URI, which wins over the environment
+    # variable; it is restored after the block so later tests see their own store.
+    with global_tracking_uri(uri):
+        texts = [" ".join(np.random.default_rng(i).choice(WORDS, 1 + i % 30)) for i in range(200)]
+        frame = pd.DataFrame({"id": [str(i) for i in range(len(texts))], "text": texts})
+        udf = mlflow.pyfunc.spark_udf(spark, "models:/textguard@candidate", env_manager="local")
+        scored = (
+            spark.createDataFrame(frame, "id string, text string")
+            .repartition(3)
+            .withColumn("p", udf("text"))
+            .select("id", "p.*")
+            .toPandas()
+            .sort_values("id", key=lambda ids: ids.astype(int))
+            .reset_index(drop=True)
+        )
     scorer = Scorer.from_artifact("models:/textguard@candidate")
     library = score_frame(ServedModel.local(scorer), frame, progress=False)
     np.testing.assert_allclose(

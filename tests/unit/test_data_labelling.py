@@ -213,7 +213,7 @@ def test_label_fix_precision_must_fit_its_sample() -> None:
     }
     spec = validate(LabelSpec, {"drop": [rule]}, "labels")
     fix = spec.drop[0].fix
-    assert fix is not None and fix.precision == pytest.approx(0.82)
+    assert fix is not None and fix.share_correct == pytest.approx(0.82)
     with pytest.raises(ConfigError, match=r"correct \(51\) cannot exceed sample \(50\)"):
         validate(LabelSpec, {"drop": [{**rule, "fix": {**rule["fix"], "correct": 51}}]}, "labels")
 

@@ -591,7 +591,7 @@ def _fixes(members: list[tuple[LoadedConfig, MemberSpec]], report: dict[str, Any
                         f"{scope}: {condition}",
                         outcome,
                         _number(changed),
-                        f"{fix.correct}/{fix.sample} = {fix.precision:.0%}",
+                        f"{fix.correct}/{fix.sample} = {fix.share_correct:.0%}",
                         fix.lesson,
                         fix.measured,
                     ]

@@ -145,7 +145,8 @@ class LabelFix(StrictModel):
         return self
 
     @property
-    def precision(self) -> float:
+    def share_correct(self) -> float:
+        """How many of the sampled changed rows the new outcome is right for (reported in the card)."""
         return self.correct / self.sample
 
 
