@@ -203,7 +203,14 @@ def test_a_never_finished_chunked_body_is_closed_within_the_body_timeout(server:
             sock.close()
     for answer, closed in answers:
         assert closed - started < BODY_TIMEOUT_S + SLACK_S
-        _assert_json_error(answer, 408, "request_timeout")
+        # One JSON answer per connection: the body timeout's 408, or, on a busy machine, the deadline
+        # gate's immediate 503 (it refuses before reading the body when the work ahead cannot finish in
+        # time), after which the guard closes the connection without a second response.
+        code, headers, body = _parse(answer)  # json.loads fails on a second response in the same bytes
+        if code == 503:
+            assert (headers["content-type"], body["error"]["type"]) == ("application/json", "overloaded")
+        else:
+            _assert_json_error(answer, 408, "request_timeout")
     _server_still_scores(server)
 
 

@@ -150,7 +150,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._closed_by_guard = True
         self._disarm()
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        # A request the app already answered in full while its body was still arriving (the deadline gate
+        # refuses before reading the body) gets no second response: the connection just closes.
+        answered_early = cycle is not None and cycle.response_complete and self._phase == "body"
+        if cycle is None or not cycle.response_started or (cycle.response_complete and not answered_early):
             self.transport.write(error_bytes(status, kind, message, retry_after))
         if cycle is not None and not cycle.response_complete:
             # As if the client had left: the app's receive() returns http.disconnect, its send() is dropped.
