@@ -11,4 +11,4 @@ fi
 if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / NPROC > 0 ? $(nproc) / NPROC : 1 ))}"
 fi
-exec torchrun --standalone --nproc_per_node "$NPROC" -m textguard.training.launch "$@"
+exec torchrun --standalone --nproc_per_node "$NPROC" -m textguard train "$@"

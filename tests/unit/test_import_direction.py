@@ -18,8 +18,7 @@ PACKAGE = Path(textguard.__file__).parent
 TRANSPORTS = ("textguard.service", "textguard.cli")
 #: `python -m` targets that only start the command line: transports by nature, whatever their folder.
 ENTRY_POINTS = {
-    "__main__.py": "python -m textguard",
-    "training/launch.py": "torchrun -m textguard.training.launch (runs `textguard train` on each rank)",
+    "__main__.py": "python -m textguard (also what torchrun runs on each rank: -m textguard train)",
 }
 
 

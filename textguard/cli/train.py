@@ -15,7 +15,7 @@ Example:
     textguard train --config configs/quickstart.yaml --set training.learning_rate=3e-5
 
 Resume an interrupted run with --resume auto (its latest checkpoint) or --resume <checkpoint folder>.
-For several processes: torchrun --nproc_per_node 2 -m textguard.training.launch --config configs/smoke.yaml
+For several processes: torchrun --nproc_per_node 2 -m textguard train --config configs/smoke.yaml
 """
 
 
@@ -31,7 +31,7 @@ def configure_logging() -> None:
 
 
 def run_train(config: Path, overrides: list[str], resume: str | None, output_dir: Path | None) -> None:
-    """Shared by `textguard train` and `python -m textguard.training.launch`."""
+    """Shared by `textguard train` and `torchrun ... -m textguard train` (one call per rank)."""
     from textguard.training.config import load_train_config
     from textguard.training.pipeline import train
 
