@@ -140,8 +140,9 @@ def augment_train(train: Any, config: AugmentationConfig, seed: int) -> Any:
     return concatenate_datasets([train, copies.cast(train.features)])
 
 
-#: Characters per token the wrapped copies may average; below every seed language's rate for the
-#: SentencePiece and WordPiece vocabularies in use, so a framed copy fits `max_length` whole.
+#: A framed copy longer than this many characters per token of `max_length` is skipped, so that
+#: truncation rarely cuts its frame. A conservative guess, not measured per language and vocabulary:
+#: a very dense script can still lose the end of a suffix frame.
 _CHARS_PER_TOKEN_BOUND = 3
 
 
