@@ -100,3 +100,20 @@ class Traffic:
                     self.results.append((200, response.json()["model"]["version"]))
                 else:
                     self.results.append((response.status_code, response.text[:300]))
+
+
+def fuzz_settings(max_examples: int) -> Any:
+    """Hypothesis settings for the schemathesis tests: derandomised, so CI runs the same cases every time
+    (a failure there is reproducible, not luck); TEXTGUARD_FUZZ_EXPLORE=1 draws fresh cases to hunt for
+    new failures (`TEXTGUARD_FUZZ_EXPLORE=1 pytest tests/integration/test_serve_fuzz.py`)."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=not os.environ.get("TEXTGUARD_FUZZ_EXPLORE"),
+    )

@@ -27,6 +27,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from serve_process import RssSampler, ServeProcess, serve_process
+from serve_support import fuzz_settings
 
 from textguard.labels import LABELS
 from textguard.scorer import Scorer
@@ -411,6 +412,8 @@ def test_query_parameters_of_the_wrong_type(server: ServeProcess) -> None:
         ("period=2024-13", "period"),  # `until` may be left out (today); a bad period names its field
         ("since=2024-02-01&until=2024-01-01", "until"),
         ("since=" + "9" * 5000 + "&until=2024-01-01", "since"),
+        ("since=0.0", "since"),  # lax date parsing would read a Unix time: 1970-01-01
+        ("since=2024-01-01&until=1700000000", "until"),
     ]:
         started = time.monotonic()
         response = httpx.get(f"{server.url}/v1/transparency/report?{query}", timeout=30)
@@ -536,7 +539,7 @@ def test_generated_requests_to_every_other_endpoint_conform_to_the_schema(server
     # parameters to break (the rest take none). As there, schema-valid input may still be refused with
     # a 422 (since after until is valid JSON Schema but not a period), so that one check is left out.
     import schemathesis
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import given
     from schemathesis.core.result import Ok
     from schemathesis.generation.modes import GenerationMode
     from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -564,7 +567,7 @@ def test_generated_requests_to_every_other_endpoint_conform_to_the_schema(server
         for mode in modes:
 
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @fuzz_settings(max_examples=25)
             def check(case: Any) -> None:
                 case.call_and_validate(base_url=server.url, excluded_checks=[positive_data_acceptance])
 

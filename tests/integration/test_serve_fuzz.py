@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from pydantic import SecretStr
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from serve_support import live_server
+from serve_support import fuzz_settings, live_server
 
 from textguard.scorer import Scorer
 from textguard.service.app import create_app
@@ -46,7 +46,7 @@ def test_generated_requests_never_get_a_server_error(base_url: str, path: str, m
     operation = schema[path]["POST"]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @fuzz_settings(max_examples=30)
     def check(case: Any) -> None:
         case.call_and_validate(base_url=base_url, excluded_checks=[positive_data_acceptance])
 

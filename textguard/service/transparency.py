@@ -12,13 +12,15 @@ with the server's `report_min_count` / `report_min_meetings`; a caller may ask f
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from pydantic import BeforeValidator
 
 from textguard.errors import DataError
 from textguard.report import Suppression, TransparencyReport, aggregate, parse_period, render
@@ -27,6 +29,19 @@ from textguard.service.schemas import error_responses
 from textguard.service.security import Principal
 
 router = APIRouter(tags=["transparency"])
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: object) -> object:
+    # Pydantic's lax date parsing reads "0.0" or "1700000000" as a Unix time; a report period is a
+    # calendar day, so only the YYYY-MM-DD the schema documents is accepted.
+    if isinstance(value, str) and not _ISO_DAY.fullmatch(value):
+        raise ValueError("expected a day as YYYY-MM-DD")
+    return value
+
+
+IsoDay = Annotated[date, BeforeValidator(_iso_day)]
 
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "markdown": "text/markdown; charset=utf-8"}
 
@@ -77,8 +92,8 @@ def report_tenant(principal: Principal | None, asked: str | None) -> str | None:
 async def transparency_report(
     request: Request,
     period: str | None = Query(None, description="a month (2026-11), quarter (2026-Q4) or year (2026), UTC"),
-    since: date | None = Query(None, description="first UTC day, YYYY-MM-DD (included)"),
-    until: date | None = Query(None, description="last UTC day, YYYY-MM-DD (included; default: today)"),
+    since: IsoDay | None = Query(None, description="first UTC day, YYYY-MM-DD (included)"),
+    until: IsoDay | None = Query(None, description="last UTC day, YYYY-MM-DD (included; default: today)"),
     tenant: str | None = Query(None, description="admin keys: this tenant only (default: every tenant)"),
     min_count: int | None = Query(None, ge=1, description="suppress counts below this (>= the server's)"),
     format: Literal["json", "csv", "markdown", "html"] = Query("json", description="rendering"),
