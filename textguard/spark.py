@@ -24,7 +24,6 @@ model goes through the same Moderator (see textguard/tracking/pyfunc_model.py an
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import shutil
@@ -367,13 +366,6 @@ def _decorate(frame: Any, job: Job) -> Any:
 # -- driver ----------------------------------------------------------------------------------------------
 
 
-def policy_version(text: str | None) -> str:
-    """A version of the policy file's content (its sha256, shortened); `model` without a file."""
-    if text is None:
-        return "model-thresholds"
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
 def spark_session(master: str | None, conf: dict[str, str] | None = None) -> tuple[Any, bool]:
     """The active session (a `spark-submit` or a caller's), else a new one; True when this made it."""
     try:
@@ -448,7 +440,7 @@ def score_archive(
     import pyarrow.parquet as pq
 
     from textguard.artifact import resolve_artifact
-    from textguard.policy import PolicySet, check_against_model
+    from textguard.policy import Policy, PolicySet, check_against_model
     from textguard.spec import load_spec, spec_fingerprint
 
     if unit_rows < 1 or chunk_rows < 1:
@@ -481,7 +473,8 @@ def score_archive(
         )
     units = plan_units(in_fs, in_root, files, unit_rows)
     version = "local-" + spec_fingerprint(spec)
-    label = policies.get(policy).name if policies is not None else "model"
+    chosen = policies.get(policy) if policies is not None else Policy.from_model_thresholds()
+    label = chosen.name if policies is not None else "model"
     manifest = {
         "input": str(input),
         "model": str(model),
@@ -489,7 +482,8 @@ def score_archive(
         "model_version": version,
         "policy_file": str(policy_file) if policy_file else None,
         "policy": label,
-        "policy_version": policy_version(policy_text),
+        # The fingerprint of what decides, as audit rows and the transparency report record it.
+        "policy_version": chosen.version,
         "text_column": text_column,
         "evidence": evidence,
         "unit_rows": unit_rows,
@@ -537,7 +531,7 @@ def score_archive(
                 policy_yaml=policy_text,
                 policy_name=policy,
                 policy_label=label,
-                policy_version=policy_version(policy_text),
+                policy_version=chosen.version,
                 text_column=text_column,
                 evidence=evidence,
                 chunk_rows=chunk_rows,
