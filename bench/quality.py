@@ -5,7 +5,7 @@ What it does, in one run (every step through the library code the CLI uses):
 1. prepares the reference mixture (configs/data/reference.yaml: seed + stance set + capped public corpora);
 2. optionally mines hard negatives from a previous model (`--mine-from`, e.g. the `make demo` champion):
    the benign training rows it flags are repeated in training (`training.hard_negatives`);
-3. trains configs/reference.yaml (about an hour on 2 CPU cores) and, unless `--skip-public`, the same
+3. trains configs/reference.yaml (about 25 minutes on 2 idle CPU cores) and, unless `--skip-public`, the same
    recipe without the stance set (configs/reference-public.yaml): the comparison for the target "no public
    dataset's test macro-F1 falls by more than 2 points";
 4. evaluates each model with `evaluate_model` (the code behind `textguard evaluate`) on the reference test
