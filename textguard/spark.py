@@ -474,7 +474,7 @@ def score_archive(
     units = plan_units(in_fs, in_root, files, unit_rows)
     version = "local-" + spec_fingerprint(spec)
     chosen = policies.get(policy) if policies is not None else Policy.from_model_thresholds()
-    label = chosen.name if policies is not None else "model"
+    label = chosen.name  # "model" without a policy file
     manifest = {
         "input": str(input),
         "model": str(model),

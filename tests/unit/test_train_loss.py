@@ -48,21 +48,14 @@ def test_loss_has_gradients() -> None:
 
 def test_the_head_learns_at_its_own_rate(tmp_path: Path) -> None:
     """training.head_learning_rate: pooler and classifier in their own optimizer groups at that rate."""
-    from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+    from transformers import TrainingArguments
 
     from textguard.training.hf import TextguardTrainer, is_head_parameter
     from textguard.training.loss import MultiLabelLoss
+    from textguard.training.tiny_model import build_tiny_classifier, build_tiny_tokenizer
 
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=8,
-        num_labels=3,
-        problem_type="multi_label_classification",
-    )
-    model = BertForSequenceClassification(config)
+    tokenizer = build_tiny_tokenizer("bert", ["a tiny corpus for the head test"], vocab_size=50)
+    model = build_tiny_classifier("bert", tokenizer, hidden_size=8, num_layers=1)
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=2e-5, weight_decay=0.01, report_to=[])
     loss = MultiLabelLoss.from_config(LossConfig(), np.zeros((2, 3), dtype=np.float32))
     optimizer = TextguardTrainer(
