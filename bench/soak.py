@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4, help="most messages per request")
     parser.add_argument("--moderation-share", type=float, default=0.2)
     parser.add_argument("--max-queue", type=int, default=64, help="the server's queue (texts)")
-    parser.add_argument("--batch-max-size", type=int, default=8)
+    parser.add_argument("--batch-max-size", type=int, default=32)
     parser.add_argument("--backoff", type=float, default=0.1, help="mean pause after a 429/503 (s)")
     parser.add_argument("--max-length", type=int, default=128, help="MiniLM max_length")
     parser.add_argument("--json", type=Path, help="also write the summary here")

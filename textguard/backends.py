@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -33,25 +32,39 @@ class TorchBackend:
         self.model = model.to(device).eval()
         self.device = device
         self.autocast_bf16 = autocast_bf16
-        # One forward at a time: torch already uses every core for one batch, and concurrent calls
-        # would only fight over the same thread pool.
-        self._lock = threading.Lock()
 
     @classmethod
     def from_directory(
         cls, directory: Path, device: str = "cpu", autocast_bf16: bool = False
     ) -> TorchBackend:
-        return cls(load_classifier(directory), device=device, autocast_bf16=autocast_bf16)
+        return cls(load_inference_model(directory), device=device, autocast_bf16=autocast_bf16)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self._torch
-        with self._lock, torch.inference_mode():
+        # Thread-safe: the service runs one forward per inference worker at a time, each on its own
+        # intra-op threads (torch.set_num_threads in that worker).
+        with torch.inference_mode():
             ids = torch.from_numpy(input_ids).to(self.device)
             mask = torch.from_numpy(attention_mask).to(self.device)
             device_type = "cuda" if self.device.startswith("cuda") else "cpu"
             with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                output = self.model(input_ids=ids, attention_mask=mask)
+                logits = output.logits if hasattr(output, "logits") else output
             return logits.float().cpu().numpy()
+
+
+def load_inference_model(directory: Path) -> Any:
+    """The artefact's classifier for scoring: textguard.encoder's plain-torch BERT/XLM-R when the
+    config is one of those (no transformers import: most of a server's cold start), else transformers'."""
+    from textguard import encoder
+
+    config = encoder.read_config(directory)
+    if not encoder.supports(config):
+        return load_classifier(directory)
+    try:
+        return encoder.load(directory, config)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"{directory}: cannot load the model weights: {exc}") from None
 
 
 def load_classifier(directory: Path) -> Any:

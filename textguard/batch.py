@@ -535,6 +535,7 @@ def score_file(
     text_column: str = "text",
     backend: str = "torch",
     quantized: bool = False,
+    precision: str = "auto",
     batch_size: int | None = None,
     max_tokens: int | None = None,
     policy_file: str | Path | None = None,
@@ -579,7 +580,13 @@ def score_file(
         options["max_batch_size"] = batch_size
     if max_tokens:
         options["max_tokens"] = max_tokens
-    scorer = Scorer.from_artifact(model, backend=backend, quantized=quantized, **options)  # type: ignore[arg-type]
+    scorer = Scorer.from_artifact(
+        model,
+        backend=backend,  # type: ignore[arg-type]
+        quantized=quantized,
+        precision=precision,  # type: ignore[arg-type]
+        **options,
+    )
     if isinstance(policies, PolicySet):
         check_against_model(policies, scorer.spec.thresholds, str(model))
     served = ServedModel.local(scorer)

@@ -42,14 +42,19 @@ def backend_tokenizer(tokenizer: Any) -> Tokenizer:
     return backend
 
 
-def load_tokenizer(directory: Path, max_length: int) -> Tokenizer:
+def load_tokenizer(directory: Path, max_length: int, *, truncate: bool = True) -> Tokenizer:
+    """The artefact's tokenizer, truncating at max_length (`encode`) or not at all (`encode_windows`)."""
     path = directory / TOKENIZER_FILE
     if not path.is_file():
         raise ModelLoadError(
             f"{directory}: {TOKENIZER_FILE} is missing; save the tokenizer with save_pretrained"
         )
     tokenizer = Tokenizer.from_file(str(path))
-    _configure(tokenizer, max_length)
+    if truncate:
+        _configure(tokenizer, max_length)
+    else:
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
     return tokenizer
 
 
@@ -114,6 +119,13 @@ def untruncated_copy(tokenizer: Any) -> Tokenizer:
     copy = Tokenizer.from_str(backend_tokenizer(tokenizer).to_str())
     copy.no_truncation()
     copy.no_padding()
+    return copy
+
+
+def truncating_copy(tokenizer: Any, max_length: int) -> Tokenizer:
+    """A private copy that truncates at max_length, for `encode` (see `untruncated_copy`)."""
+    copy = Tokenizer.from_str(backend_tokenizer(tokenizer).to_str())
+    _configure(copy, max_length)
     return copy
 
 

@@ -26,7 +26,6 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,12 +34,11 @@ import numpy as np
 from textguard.artifact import refresh_checksums, resolve_artifact
 from textguard.backends import ONNX_FILE, ONNX_INT8_FILE, load_classifier
 from textguard.errors import ConfigError, ModelLoadError, TextguardError
-from textguard.postprocess import decide
+from textguard.parity import BF16_VARIANT, PARITY_FILE, bf16_parity, compare, write_parity
 from textguard.spec import SPEC_FILENAME, ModelSpec, load_spec, sha256_file, verify_artifact
 
 Exporter = Literal["dynamo", "torchscript"]
 Quantization = Literal["int8"]
-PARITY_FILE = "parity.json"
 #: ONNX protobufs cannot exceed 2 GiB; above this many parameter bytes, weights go to a .data file.
 EXTERNAL_DATA_BYTES = 1_800_000_000
 DEFAULT_SAMPLE_SIZE = 256
@@ -306,32 +304,6 @@ def quantize_int8(
 # -- parity --------------------------------------------------------------------------------------------
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, spec: ModelSpec) -> dict[str, Any]:
-    """Probability differences and decision agreement of `candidate` against `reference`."""
-    diff = np.abs(np.asarray(candidate, dtype=np.float64) - np.asarray(reference, dtype=np.float64))
-    ref_flags, cand_flags = decide(reference, spec), decide(candidate, spec)
-    same = ref_flags == cand_flags
-    n = len(reference)
-    per_label = {
-        label: {
-            "max_abs_diff": float(diff[:, index].max()) if n else 0.0,
-            "mean_abs_diff": float(diff[:, index].mean()) if n else 0.0,
-            "decision_agreement": float(same[:, index].mean()) if n else 1.0,
-            "flips": int((~same[:, index]).sum()),
-            "positives_reference": int(ref_flags[:, index].sum()),
-            "positives_candidate": int(cand_flags[:, index].sum()),
-        }
-        for index, label in enumerate(spec.labels)
-    }
-    return {
-        "n_texts": n,
-        "max_abs_diff": float(diff.max()) if n else 0.0,
-        "mean_abs_diff": float(diff.mean()) if n else 0.0,
-        "decision_agreement": float(same.all(axis=1).mean()) if n else 1.0,
-        "per_label": per_label,
-    }
-
-
 def _timed_proba(scorer: Any, texts: Sequence[str]) -> tuple[np.ndarray, float]:
     scorer.predict_proba(texts[:2])  # warm-up: first calls allocate arenas / compile kernels
     start = time.perf_counter()
@@ -340,13 +312,14 @@ def _timed_proba(scorer: Any, texts: Sequence[str]) -> tuple[np.ndarray, float]:
 
 
 def parity_report(directory: Path, texts: Sequence[str], *, int8: bool) -> dict[str, Any]:
-    """Score `texts` with torch, ONNX fp32 (and int8) through the same Scorer and compare."""
+    """Score `texts` with torch fp32, torch bf16, ONNX fp32 (and int8) through the same Scorer; compare."""
     from textguard.scorer import Scorer
 
-    torch_scorer = Scorer.from_artifact(directory, backend="torch")
+    torch_scorer = Scorer.from_artifact(directory, backend="torch", precision="fp32")
     reference, torch_seconds = _timed_proba(torch_scorer, texts)
     spec = torch_scorer.spec
-    variants: dict[str, Any] = {}
+    # bf16 autocast of the same torch model: what `precision: auto` serves where the hardware has bf16.
+    variants: dict[str, Any] = {BF16_VARIANT: bf16_parity(torch_scorer, texts)}
     timings = {"torch": torch_seconds}
     for name, quantized in (("onnx_fp32", False), ("onnx_int8", True)):
         if quantized and not int8:
@@ -409,12 +382,10 @@ def export_onnx(
         raise ConfigError("the parity sample is empty: give at least one text")
     comparison = parity_report(directory, texts, int8=int8_path is not None)
     files = [onnx_path, *([int8_path] if int8_path else [])]
-    parity: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "model": str(model),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "exporter": exporter,
         "opset": _opset_of(onnx_path),
-        "sample": {"source": source, "n_texts": len(texts)},
         "quantization": (
             {
                 "type": "dynamic-int8",
@@ -427,10 +398,12 @@ def export_onnx(
         ),
         "file_bytes": {path.name: path.stat().st_size for path in files},
         "versions": _versions(),
-        **comparison,
+        "seconds": comparison["seconds"],
     }
-    parity_path = directory / PARITY_FILE
-    parity_path.write_text(json.dumps(parity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    parity_path = write_parity(
+        directory, comparison["variants"], sample={"source": source, "n_texts": len(texts)}, **fields
+    )
+    parity = json.loads(parity_path.read_text(encoding="utf-8"))
     refresh_checksums(directory)
     result = ExportResult(directory, onnx_path, int8_path, parity_path, parity)
     if publish:
@@ -453,7 +426,8 @@ def _publish(result: ExportResult) -> None:
         files.append(result.int8_path)
     files += [result.parity_path, directory / SPEC_FILENAME]
     metrics = {}
-    for variant, report in result.parity["variants"].items():
+    variants = result.parity["variants"]
+    for variant, report in variants.items():
         metrics[f"export.{variant}.max_abs_diff"] = report["max_abs_diff"]
         metrics[f"export.{variant}.decision_agreement"] = report["decision_agreement"]
     try:
@@ -462,7 +436,7 @@ def _publish(result: ExportResult) -> None:
             directory,
             files={f"export/{PARITY_FILE}": result.parity_path},
             metrics=metrics,
-            tags={"textguard.onnx": ",".join(sorted(result.parity["variants"]))},
+            tags={"textguard.onnx": ",".join(sorted(v for v in variants if v.startswith("onnx")))},
             # The spec changed (checksums of the new files): keep the version's record of it true.
             version_tags={"textguard.spec_sha256": sha256_file(directory / SPEC_FILENAME)},
         )

@@ -16,6 +16,7 @@ Fail closed: a non-finite logit anywhere raises `InvalidScoresError` instead of 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,11 @@ from textguard.encoding import (
     load_tokenizer,
     pad_batch,
     plan_batches,
+    truncating_copy,
     untruncated_copy,
 )
 from textguard.errors import InvalidScoresError, ModelLoadError
+from textguard.parity import PrecisionChoice, RequestedPrecision, choose_precision, read_parity
 from textguard.postprocess import Prediction, probabilities, to_predictions
 from textguard.spec import ModelSpec, load_spec, verify_artifact
 
@@ -100,13 +103,25 @@ class Scorer:
         max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
         self.spec = spec
-        self.tokenizer = backend_tokenizer(tokenizer)
-        # Windows read whole texts: a private copy that never truncates (see encoding.untruncated_copy).
-        self.window_tokenizer = untruncated_copy(self.tokenizer)
+        given = backend_tokenizer(tokenizer)
+        self._truncating: Any = None
+        self._truncating_lock = threading.Lock()
+        if given.truncation is None and given.padding is None:
+            # Already untruncated (from_artifact): windows use it, and `encode()`'s truncating copy is
+            # made on first use. The service only ever needs windows; each copy of e5's 250k-piece
+            # tokenizer costs half a second of cold start.
+            self.window_tokenizer = given
+        else:
+            self._truncating = given
+            # Windows read whole texts: a private copy that never truncates (encoding.untruncated_copy).
+            self.window_tokenizer = untruncated_copy(given)
         self.backend = backend
         self.source = source
         self.max_batch_size = max_batch_size
         self.max_tokens = max(max_tokens, spec.max_length)
+        # from_artifact replaces this with the choice it made and why.
+        bf16 = bool(getattr(backend, "autocast_bf16", False))
+        self.precision = PrecisionChoice("bf16" if bf16 else "fp32", "as the backend given was built")
 
     @classmethod
     def from_artifact(
@@ -116,7 +131,7 @@ class Scorer:
         *,
         device: str = "cpu",
         quantized: bool = False,
-        autocast_bf16: bool = False,
+        precision: RequestedPrecision = "fp32",
         verify: bool = True,
         intra_op_threads: int | None = None,
         allow_spinning: bool = True,
@@ -125,6 +140,10 @@ class Scorer:
         """Load a scorer from a directory, `runs:/<id>/model` or `models:/<name>@<alias>`.
 
         Checksums recorded in the spec are verified first: a tampered or truncated file is refused.
+        `precision` (torch): fp32 (the reference), bf16, or auto = bf16 where the device has bf16 units
+        and the artefact's recorded bf16 parity holds (textguard.parity.choose_precision). The service,
+        `textguard evaluate` and batch scoring default to auto, so on one machine they score alike;
+        `scorer.precision` says what was chosen and why.
         `intra_op_threads` and `allow_spinning` configure the ONNX Runtime session (ignored by torch,
         whose threads follow torch.set_num_threads / OMP_NUM_THREADS / OMP_WAIT_POLICY).
         """
@@ -132,10 +151,15 @@ class Scorer:
         spec = load_spec(directory)
         if verify:
             verify_artifact(directory, spec)
-        tokenizer = load_tokenizer(directory, spec.max_length)
+        tokenizer = load_tokenizer(directory, spec.max_length, truncate=False)
+        chosen = choose_precision(
+            precision, backend=backend, device=device, parity=read_parity(directory, spec) if verify else None
+        )
         engine: InferenceBackend
         if backend == "torch":
-            engine = TorchBackend.from_directory(directory, device=device, autocast_bf16=autocast_bf16)
+            engine = TorchBackend.from_directory(
+                directory, device=device, autocast_bf16=chosen.precision == "bf16"
+            )
         elif backend == "onnx":
             engine = OnnxBackend(
                 directory / (ONNX_INT8_FILE if quantized else ONNX_FILE),
@@ -144,12 +168,22 @@ class Scorer:
             )
         else:
             raise ModelLoadError(f"unknown backend {backend!r}: choose torch or onnx")
-        return cls(spec, tokenizer, engine, source=str(uri), **options)
+        scorer = cls(spec, tokenizer, engine, source=str(uri), **options)
+        scorer.precision = chosen
+        return scorer
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, spec: ModelSpec, **options: Any) -> Scorer:
         """Wrap an in-memory transformers model (used right after training)."""
         return cls(spec, tokenizer, TorchBackend(model, device=str(model.device)), source="memory", **options)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The truncating tokenizer of `encode()` (what training sees)."""
+        with self._truncating_lock:
+            if self._truncating is None:
+                self._truncating = truncating_copy(self.window_tokenizer, self.spec.max_length)
+            return self._truncating
 
     # -- the scoring path -------------------------------------------------------------------------
 

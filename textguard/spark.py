@@ -114,6 +114,7 @@ class Job:
     output: str
     backend: str = "torch"
     quantized: bool = False
+    precision: str = "auto"
 
     @property
     def key(self) -> str:
@@ -274,6 +275,7 @@ def worker_model(job: Job) -> tuple[Moderator, ServedModel]:
             directory,
             backend=job.backend,  # type: ignore[arg-type]
             quantized=job.quantized,
+            precision=job.precision,  # type: ignore[arg-type]
             intra_op_threads=max(1, int(cpus)),
             **options,
         )
@@ -423,6 +425,7 @@ def score_archive(
     batch_size: int | None = None,
     backend: str = "torch",
     quantized: bool = False,
+    precision: str = "auto",
     unit_rows: int = DEFAULT_UNIT_ROWS,
     chunk_rows: int = DEFAULT_CHUNK_SIZE,
     overwrite: bool = False,
@@ -490,6 +493,7 @@ def score_archive(
         "units": len(units),
         "backend": backend,
         "quantized": quantized,
+        "precision": precision,
     }
     manifest_path = f"{out_root}/{MANIFEST}"
     import pyarrow.fs as pafs
@@ -540,6 +544,7 @@ def score_archive(
                 output=out_root if out_fs.type_name == "local" else str(output),
                 backend=backend,
                 quantized=quantized,
+                precision=precision,
             )
             results = _run(spark, job, pending, out_fs, out_root, done, progress, on_unit_done)
             scored_rows = sum(result["rows"] for result in results)

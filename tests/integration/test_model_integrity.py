@@ -223,7 +223,9 @@ def test_code_shipped_in_an_artifact_is_never_run(tiny_artifact_copy: Path, tmp_
     except ModelLoadError:
         pass  # refusing is as good as ignoring the code
     else:
-        assert type(scorer.backend.model).__name__ == "BertForSequenceClassification"  # type: ignore[attr-defined]
+        # transformers' own class, or textguard.encoder's: never a class from the artefact.
+        model_class = type(scorer.backend.model).__name__  # type: ignore[attr-defined]
+        assert model_class in ("EncoderClassifier", "BertForSequenceClassification")
         assert scorer.predict_proba(["hello"]).shape == (1, 3)
     assert not marker.exists()
 

@@ -15,6 +15,7 @@ import pytest
 from train_support import write_prepared
 
 from textguard.labels import LABELS
+from textguard.parity import BF16_VARIANT, PARITY_FILE, read_parity
 from textguard.scorer import Scorer
 from textguard.spec import SPEC_FILENAME, load_spec
 from textguard.training.config import TrainConfig, load_train_config
@@ -122,6 +123,13 @@ def test_spec_carries_calibration_and_provenance(tracked: tuple[TrainResult, Pat
     assert {"ece_before", "ece_after", "per_label"} <= set(spec.calibration)
     assert "validation_macro_f1" in spec.metrics and "test_macro_f1" in spec.metrics
     assert "MODEL_CARD.md" in spec.files and SPEC_FILENAME not in spec.files
+    # bf16 against fp32 on validation texts, checksummed: what `precision: auto` decides on.
+    assert PARITY_FILE in spec.files
+    parity = read_parity(result.artifact_dir, spec)
+    assert parity is not None and parity["sample"]["n_texts"] > 0
+    bf16 = parity["variants"][BF16_VARIANT]
+    assert bf16["n_texts"] == parity["sample"]["n_texts"] and 0 <= bf16["max_abs_diff"] < 0.1
+    assert set(bf16["per_label"]) == set(LABELS)
 
 
 def test_registered_candidate_reloads_with_identical_probabilities(

@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from textguard.labels import LABELS
 from textguard.policy import PolicySet
 from textguard.scorer import Scorer
 from textguard.service.app import create_app
-from textguard.service.batcher import MicroBatcher
+from textguard.service.batcher import MicroBatcher, _Job
 from textguard.service.errors import Overloaded
 from textguard.service.logging import JsonFormatter
 from textguard.service.model_manager import LoadedModel
@@ -511,6 +512,57 @@ def test_batcher_sheds_load_and_keeps_input_order(scorer: Scorer) -> None:
     assert overloaded.status == 503
     assert int(overloaded.headers()["Retry-After"]) >= 1
     assert not batcher.alive
+
+
+def test_two_workers_split_a_burst_and_answer_like_one(scorer: Scorer) -> None:
+    model = LoadedModel(scorer, "textguard", "v", None)
+    seen: list[str] = []
+    batcher = MicroBatcher(
+        lambda: model,
+        max_batch_size=4,
+        workers=2,
+        on_worker_start=lambda: seen.append(threading.current_thread().name),
+    )
+    batcher.start()
+    texts = [f"message {i} " + "word " * (i % 7) for i in range(40)]
+    try:
+
+        async def scenario() -> list[np.ndarray]:
+            return list(await asyncio.gather(*(batcher.score([text]) for text in texts)))
+
+        results = asyncio.run(scenario())
+        assert sorted(seen) == ["textguard-inference-0", "textguard-inference-1"]
+    finally:
+        batcher.stop()
+    np.testing.assert_allclose(np.vstack(results), scorer.predict_proba(texts), atol=1e-5)
+    assert not batcher.alive and batcher.queue_depth == 0
+
+
+def test_an_idle_worker_gathers_only_while_another_is_busy(scorer: Scorer) -> None:
+    """With nobody else busy a request is taken at once; while another worker runs a forward pass, the
+    idle one waits up to gather_seconds (or a full batch) so it does not run a pass per request."""
+    batcher = MicroBatcher(lambda: LoadedModel(scorer, "textguard", "v", None), max_batch_size=4, workers=2)
+    batcher.gather_seconds = 0.05
+    loop = asyncio.new_event_loop()
+    try:
+        job = _Job(["hello"], loop.create_future(), loop, enqueued_at=100.0)
+        batcher._jobs.append(job)
+        batcher._queued_texts = 1
+        assert batcher._gather_wait(now=100.0) == 0.0  # nobody else busy
+        batcher._inflight[1] = (8, 99.9)
+        assert batcher._gather_wait(now=100.01) == pytest.approx(0.04)
+        assert batcher._gather_wait(now=100.06) < 0  # waited long enough
+        batcher._queued_texts = 4  # a full batch is there
+        assert batcher._gather_wait(now=100.01) == 0.0
+        # Taking a share: with another idle worker, about half of the queued texts (whole jobs).
+        batcher._jobs.clear()
+        for index in range(4):
+            batcher._jobs.append(_Job([f"t{index}"] * 2, loop.create_future(), loop))
+        batcher._queued_texts, batcher._idle = 8, 1
+        taken = batcher._take_share()
+        assert sum(len(job.texts) for job in taken) == 4 and batcher._queued_texts == 4
+    finally:
+        loop.close()
 
 
 # -- logs and settings -----------------------------------------------------------------------------------

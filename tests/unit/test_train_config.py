@@ -162,14 +162,18 @@ def test_train_command_fails_fast_offline_as_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_mixed_precision_only_where_the_device_has_it() -> None:
+def test_mixed_precision_only_where_the_device_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    from textguard import hardware
     from textguard.training.precision import resolve_precision
 
     if torch.cuda.is_available():
         pytest.skip("checks the CPU-only rules")
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto") == "bf16"  # AVX512-BF16 / AMX
     assert resolve_precision("bf16") == "bf16"  # CPUs with bf16 units can train in it on request
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16")

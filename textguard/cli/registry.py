@@ -141,6 +141,12 @@ def score(
     text_column: str = typer.Option("text", "--text-column", help="Column holding the text."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
     quantized: bool = typer.Option(False, "--quantized", help="With --backend onnx: use model.int8.onnx."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="torch: auto (bf16 where the hardware has it and the model's recorded parity holds), fp32 "
+        "or bf16.",
+    ),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Max texts per forward pass."),
     max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Max padded tokens per forward."),
     context: bool = typer.Option(
@@ -212,6 +218,8 @@ def score(
         raise ConfigError(f"unknown --backend {backend!r}: choose torch or onnx")
     if quantized and backend != "onnx":
         raise ConfigError("--quantized needs --backend onnx")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"unknown --precision {precision!r}: choose auto, fp32 or bf16")
     if policy_name is not None and policy is None:
         raise ConfigError("--policy-name needs --policy FILE")
     if engine not in ("in-process", "spark"):
@@ -227,6 +235,7 @@ def score(
             text_column=text_column,
             backend=backend,
             quantized=quantized,
+            precision=precision,
             batch_size=batch_size,
             max_tokens=max_tokens,
             policy=policy,
@@ -248,6 +257,7 @@ def score(
         text_column=text_column,
         backend=backend,
         quantized=quantized,
+        precision=precision,
         batch_size=batch_size,
         max_tokens=max_tokens,
         policy_file=policy,

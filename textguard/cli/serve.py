@@ -69,6 +69,9 @@ def serve(
     quantized: bool | None = typer.Option(
         None, "--quantized/--no-quantized", help="ONNX: use model.int8.onnx"
     ),
+    precision: str | None = typer.Option(
+        None, help="torch: auto (bf16 where the hardware has it and parity holds), fp32 or bf16 [auto]"
+    ),
     policy: Path | None = typer.Option(None, help="policy YAML [configs/policies/default.yaml]"),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error [info]"),
     warmup: bool | None = typer.Option(
@@ -118,8 +121,14 @@ def serve(
     deadline_min_ms: int | None = typer.Option(None, help="shortest X-Deadline-Ms a client may ask [50]"),
     deadline_max_ms: int | None = typer.Option(None, help="longest X-Deadline-Ms a client may ask [30000]"),
     max_queue: int | None = typer.Option(None, help="queued texts before answering 503 [1024]"),
-    batch_max_size: int | None = typer.Option(None, help="texts per forward pass [8]"),
-    inference_threads: int | None = typer.Option(None, help="ONNX intra-op threads; 0=one per core [0]"),
+    batch_max_size: int | None = typer.Option(None, help="texts per forward pass [32]"),
+    batch_gather_ms: float | None = typer.Option(
+        None, help="while another worker is busy, wait up to this long for a full batch [25]"
+    ),
+    inference_workers: int | None = typer.Option(None, help="forward passes run at once; 0=one per core [0]"),
+    inference_threads: int | None = typer.Option(
+        None, help="threads per forward pass (torch and ONNX); 0=cores / workers [0]"
+    ),
     model_poll_seconds: float | None = typer.Option(None, help="model refresh poll period, 0=off [30]"),
     hash_lists: Path | None = typer.Option(
         None, help="hash list store of known content (`textguard hashes`), reloaded on change [none]"

@@ -40,6 +40,9 @@ class EvaluationConfig(StrictModel):
     #: Highest-scoring false positives and lowest-scoring false negatives kept per label.
     top_errors: int = Field(default=20, ge=0)
     batch_size: int = Field(default=32, ge=1)
+    #: torch precision, as the service chooses it (textguard.parity): auto = bf16 where the hardware
+    #: has bf16 units and the artefact's recorded parity holds. fp32 gives the reference figures.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class GateConfig(StrictModel):

@@ -450,7 +450,8 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
     suites = [load_suite(argument) for argument in request.suites]
     rows = load_rows(request.data, config.split)
     directory = _model_directory(request.model, request.tracking_uri)
-    scorer = Scorer.from_artifact(directory, max_batch_size=config.batch_size)
+    scorer = Scorer.from_artifact(directory, max_batch_size=config.batch_size, precision=config.precision)
+    say(f"precision {scorer.precision.precision}: {scorer.precision.reason}")
     identity = describe_model(request.model, directory, scorer.spec, request.tracking_uri)
     policy_tags = _check_policy(request.policy, scorer.spec.thresholds, identity.describe())
     say(f"evaluating {identity.describe()} on {rows.directory.name}/{config.split}")
@@ -497,6 +498,8 @@ def evaluate_model(request: EvaluationRequest, progress: Progress | None = None)
         "min_slice_rows": config.min_slice_rows,
         "slice_dimensions": list(config.slice_dimensions),
         "temperature": scorer.spec.temperature,
+        "precision": scorer.precision.precision,
+        "precision_requested": config.precision,
         **{f"threshold.{label}": value for label, value in scorer.spec.thresholds.items()},
     }
     run_name = f"eval {identity.describe()} on {dataset_name}"

@@ -169,11 +169,15 @@ async def _start(
     if not settings.api_keys.keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("API keys are disabled on a non-loopback address: set TEXTGUARD_API_KEYS_FILE")
     manager = ModelManager(settings, scorer=scorer, metrics=metrics)
+    workers, threads = settings.inference_layout()
     batcher = MicroBatcher(
         lambda: manager.current,
         max_batch_size=settings.batch_max_size,
         max_queue=settings.max_queue,
         metrics=metrics,
+        workers=workers,
+        gather_seconds=settings.batch_gather_ms / 1000,
+        on_worker_start=lambda: _set_torch_threads(threads) if settings.backend == "torch" else None,
     )
     languages = LanguageDetector()
     app.state.model_manager = manager
@@ -255,3 +259,10 @@ def _optional_attribute(module_name: str, attribute: str) -> Any:
             return None
         raise
     return getattr(module, attribute)
+
+
+def _set_torch_threads(threads: int) -> None:
+    """torch's intra-op threads for the calling worker thread (OpenMP's setting is per thread)."""
+    import torch
+
+    torch.set_num_threads(threads)

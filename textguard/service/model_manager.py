@@ -214,8 +214,9 @@ class ModelManager:
             uri,
             backend=self.settings.backend,
             quantized=self.settings.quantized,
+            precision=self.settings.precision,
             max_batch_size=self.settings.batch_max_size,
-            intra_op_threads=self.settings.inference_threads or None,
+            intra_op_threads=self.settings.inference_layout()[1],
             # The inference thread shares the cores with the event loop: spinning workers starve it.
             allow_spinning=False,
         )
@@ -234,6 +235,8 @@ class ModelManager:
                     "model": self.ref.name,
                     "version": version,
                     "backend": self.settings.backend,
+                    "precision": scorer.precision.precision,
+                    "precision_reason": scorer.precision.reason,
                     "seconds": round(time.perf_counter() - started, 2),
                 }
             },
@@ -273,7 +276,9 @@ class ModelManager:
 def warm_up(scorer: Scorer, batch_size: int) -> None:
     """Forward passes at a few lengths and at the serving batch size, so the first requests don't pay
     for lazy initialisation (allocator growth, kernel selection, oneDNN primitive caches)."""
+    # Every length alone, the shortest also at the serving batch size: a long text at the full batch
+    # size cost e5 about a second of cold start and primes nothing the others do not.
     for words in WARMUP_WORDS:
         text = " ".join(["meeting"] * words)
-        for size in sorted({1, batch_size}):
-            scorer.logits_from_ids(scorer.encode([text] * size))
+        for size in sorted({1, batch_size}) if words == min(WARMUP_WORDS) else (1,):
+            scorer.logits_from_ids(scorer.windows([text] * size).input_ids)

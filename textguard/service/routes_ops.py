@@ -77,5 +77,7 @@ async def model(request: Request, models: Models, caller: Caller) -> Any:
         temperature=spec.temperature,
         max_length=spec.max_length,
         backend=current.scorer.backend.name,
+        precision=current.scorer.precision.precision,
+        precision_reason=current.scorer.precision.reason,
         policies=request.app.state.policies.describe(),
     )

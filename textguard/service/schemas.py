@@ -244,6 +244,8 @@ class ModelDescription(Contract):
     temperature: float
     max_length: int
     backend: str
+    precision: str = Field(description="fp32 or bf16 (torch); see precision_reason")
+    precision_reason: str = Field(description="why this precision: hardware and the artefact's parity record")
     policies: dict[str, Any] = Field(description="the loaded policy file: default and per-policy thresholds")
 
 

@@ -54,6 +54,11 @@ class ServiceSettings(BaseSettings):
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes (each loads the model)")
     backend: Literal["torch", "onnx"] = "torch"
     quantized: bool = Field(default=False, description="ONNX backend: load model.int8.onnx")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="torch: auto = bf16 where the CPU/GPU has bf16 units and the artefact's recorded bf16 "
+        "parity holds, else fp32 (textguard.parity)",
+    )
     policy: Path = Field(default=DEFAULT_POLICY_PATH, description="policy YAML file")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     warmup: bool = Field(default=True, description="run warm-up forwards before reporting ready")
@@ -135,9 +140,19 @@ class ServiceSettings(BaseSettings):
 
     # -- batching and model refresh ----------------------------------------------------------------
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for inference before shedding load")
-    batch_max_size: int = Field(default=8, ge=1, description="texts per forward pass")
+    batch_max_size: int = Field(default=32, ge=1, description="texts per forward pass")
+    inference_workers: int = Field(
+        default=0, ge=0, description="forward passes run at once (worker threads); 0=one per core"
+    )
+    batch_gather_ms: float = Field(
+        default=25.0,
+        ge=0,
+        description="while another worker is busy, wait up to this long for a full batch (0=never)",
+    )
     inference_threads: int = Field(
-        default=0, ge=0, description="ONNX Runtime intra-op threads; 0=its default (one per core)"
+        default=0,
+        ge=0,
+        description="threads of each forward pass (torch and ONNX Runtime); 0=cores / inference_workers",
     )
     model_poll_seconds: float = Field(default=30.0, ge=0, description="registry/artefact poll period; 0=off")
 
@@ -251,6 +266,15 @@ class ServiceSettings(BaseSettings):
     def api_key_digests(self) -> frozenset[str]:
         """sha256 hex digests of the accepted API keys; empty = authentication disabled."""
         return self._api_keys.digests
+
+    def inference_layout(self) -> tuple[int, int]:
+        """(inference workers, threads per forward pass): by default one single-threaded worker per
+        core (textguard.service.batcher explains why)."""
+        from textguard.hardware import available_cores
+
+        cores = available_cores()
+        workers = self.inference_workers or cores
+        return workers, self.inference_threads or max(1, cores // workers)
 
     def to_env(self) -> dict[str, str]:
         """The settings as TEXTGUARD_* variables (secrets included), to hand to worker processes."""

