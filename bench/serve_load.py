@@ -346,9 +346,12 @@ async def drive(
             while (sent := time.perf_counter()) < stop_at:
                 body = make_body(texts, index, per_request)
                 index += per_request * concurrency
-                response = await client.post("/v1/score", json=body)
+                try:
+                    response = await client.post("/v1/score", json=body)
+                    ok = response.status_code == 200
+                except httpx.TransportError:  # e.g. a keep-alive connection closed as it was reused
+                    ok = False
                 done = time.perf_counter()
-                ok = response.status_code == 200
                 answered += per_request if ok else 0
                 if sent < measure_from:
                     continue

@@ -126,6 +126,30 @@ def write_parity(directory: Path, variants: dict[str, Any], *, sample: dict[str,
     return path
 
 
+#: bf16 is refused where a forward pass of a shape seen for the first time takes this many times as long
+#: as the same shape again: oneDNN then compiles a kernel per shape (measured on an AMX Xeon: 0.3-1.4 s per
+#: new batch shape), and chat traffic brings new shapes for a long time.
+PER_SHAPE_COMPILE_RATIO = 4.0
+
+
+def compiles_per_shape(backend: Any) -> bool:
+    """Time two new shapes twice each through `backend` (bf16 on): whether first sight costs a compile."""
+    import time
+
+    rng = np.random.default_rng(0)
+    ratios = []
+    for batch, length in ((2, 11), (3, 17), (5, 29)):  # the first only initialises
+        ids = rng.integers(5, 200, (batch, length)).astype(np.int64)
+        mask = np.ones_like(ids)
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            backend(ids, mask)
+            times.append(time.perf_counter() - started)
+        ratios.append(times[0] / max(times[1], 1e-6))
+    return min(ratios[1:]) > PER_SHAPE_COMPILE_RATIO
+
+
 @dataclass(frozen=True)
 class PrecisionChoice:
     precision: Precision

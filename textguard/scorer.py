@@ -45,7 +45,13 @@ from textguard.encoding import (
     untruncated_copy,
 )
 from textguard.errors import InvalidScoresError, ModelLoadError
-from textguard.parity import PrecisionChoice, RequestedPrecision, choose_precision, read_parity
+from textguard.parity import (
+    PrecisionChoice,
+    RequestedPrecision,
+    choose_precision,
+    compiles_per_shape,
+    read_parity,
+)
 from textguard.postprocess import Prediction, probabilities, to_predictions
 from textguard.spec import ModelSpec, load_spec, verify_artifact
 
@@ -168,6 +174,11 @@ class Scorer:
             )
         else:
             raise ModelLoadError(f"unknown backend {backend!r}: choose torch or onnx")
+        if precision == "auto" and chosen.precision == "bf16" and compiles_per_shape(engine):
+            engine.autocast_bf16 = False  # type: ignore[union-attr]
+            chosen = PrecisionChoice(
+                "fp32", "bf16 compiles a kernel per new input shape on this CPU (first passes measured slow)"
+            )
         scorer = cls(spec, tokenizer, engine, source=str(uri), **options)
         scorer.precision = chosen
         return scorer

@@ -21,6 +21,7 @@ from textguard.parity import (
     bf16_parity,
     choose_precision,
     compare,
+    compiles_per_shape,
     read_parity,
     within_limits,
     write_parity,
@@ -135,3 +136,25 @@ def test_read_parity_ignores_unreadable_records(tiny_artifact: Path, tmp_path: P
     record = json.loads(written.read_text(encoding="utf-8"))
     assert record["limits"] == {"max_abs_diff": MAX_PROB_DIFF, "decision_agreement": MIN_AGREEMENT}
     assert record["device"] == "cpu" and record["variants"] == {}
+
+
+class _CompilingBackend:
+    """Sleeps the first time it sees an input shape, as oneDNN's per-shape bf16 kernels did on AMX."""
+
+    def __init__(self, compile_seconds: float) -> None:
+        self.compile_seconds = compile_seconds
+        self.seen: set[tuple[int, ...]] = set()
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        import time
+
+        if ids.shape not in self.seen:
+            self.seen.add(ids.shape)
+            time.sleep(self.compile_seconds)
+        time.sleep(0.002)
+        return np.zeros((len(ids), 3), dtype=np.float32)
+
+
+def test_a_backend_that_compiles_per_shape_is_detected() -> None:
+    assert compiles_per_shape(_CompilingBackend(0.05))
+    assert not compiles_per_shape(_CompilingBackend(0.0))
