@@ -130,6 +130,9 @@ def test_spec_carries_calibration_and_provenance(tracked: tuple[TrainResult, Pat
     bf16 = parity["variants"][BF16_VARIANT]
     assert bf16["n_texts"] == parity["sample"]["n_texts"] and 0 <= bf16["max_abs_diff"] < 0.1
     assert set(bf16["per_label"]) == set(LABELS)
+    card = (result.artifact_dir / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert f"Scoring in bf16 against fp32 on {bf16['n_texts']} validation texts" in card
+    assert "- Trained in " in card
 
 
 def test_registered_candidate_reloads_with_identical_probabilities(

@@ -526,6 +526,7 @@ def save_model(
     if directory.exists():
         shutil.rmtree(directory)  # stale files would otherwise enter the checksums
     directory.mkdir(parents=True)
+    bf16 = measure_bf16_parity(plan, model, tokenizer, spec, splits)
     language_file = plan.reports_dir / f"{outcome.sliced_split}_metrics_by_language.json"
     card = model_card(
         spec=spec,
@@ -540,42 +541,44 @@ def save_model(
         base_model=plan.config.model.name,
         backbone=provenance(plan.model_dir),
         parameters=parameter_counts(model),
+        precision=plan.precision,
+        bf16_parity=bf16[0] if bf16 else None,
     )
     (directory / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
     (plan.reports_dir / "thresholds.json").write_text(
         json.dumps(thresholds_document(spec, calibration), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
-    record_bf16_parity(plan, model, tokenizer, spec, splits, directory)
+    if bf16 is not None:
+        from textguard.parity import BF16_VARIANT, write_parity
+
+        report, sample = bf16
+        write_parity(directory, {BF16_VARIANT: report}, sample=sample, device=str(model.device))
     saved = save_artifact(model, tokenizer, spec, directory)
     log.info("artefact written to %s", directory)
     return saved
 
 
-def record_bf16_parity(
-    plan: RunPlan, model: Any, tokenizer: Any, spec: ModelSpec, splits: Splits, directory: Path
-) -> None:
-    """parity.json with bf16-against-fp32 on validation texts: `precision: auto` serves bf16 only with it."""
-    from textguard.parity import BF16_VARIANT, bf16_parity, write_parity
+def measure_bf16_parity(
+    plan: RunPlan, model: Any, tokenizer: Any, spec: ModelSpec, splits: Splits
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """bf16 against fp32 on validation texts, for parity.json and the card: `precision: auto` serves bf16
+    only with it. None without validation texts."""
+    from textguard.parity import bf16_parity
     from textguard.scorer import Scorer
 
     validation = splits.validation
     texts = [str(text) for text in validation["text"][:PARITY_SAMPLE]] if len(validation) else []
     if not texts:
-        return
+        return None
     scorer = Scorer.from_model(model, tokenizer, spec, max_batch_size=plan.config.training.eval_batch_size)
     report = bf16_parity(scorer, texts)
-    write_parity(
-        directory,
-        {BF16_VARIANT: report},
-        sample={"source": "validation split (first texts)", "n_texts": len(texts)},
-        device=str(model.device),
-    )
     log.info(
         "bf16 parity on %d validation texts: max |prob diff| %.2g, decision agreement %.4f",
         len(texts),
         report["max_abs_diff"],
         report["decision_agreement"],
     )
+    return report, {"source": "validation split (first texts)", "n_texts": len(texts)}
 
 
 def data_licences(splits: Splits) -> list[tuple[str, str, str]]:

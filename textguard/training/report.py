@@ -157,6 +157,22 @@ def _backbone_section(manifest: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _precision_lines(precision: str, bf16_parity: dict[str, Any] | None) -> list[str]:
+    from textguard.parity import MAX_PROB_DIFF, MIN_AGREEMENT, within_limits
+
+    mixed = " mixed precision (fp32 master weights; the saved weights are fp32)"
+    lines = [f"- Trained in {precision}{mixed if precision != 'fp32' else ''}"]
+    if bf16_parity is not None:
+        verdict = "within" if within_limits(bf16_parity) else "outside"
+        lines.append(
+            f"- Scoring in bf16 against fp32 on {bf16_parity['n_texts']} validation texts: max probability "
+            f"difference {bf16_parity['max_abs_diff']:.4f}, decisions unchanged for "
+            f"{bf16_parity['decision_agreement']:.1%} ({verdict} the limits {MAX_PROB_DIFF} / "
+            f"{MIN_AGREEMENT:.1%}: `precision: auto` serves bf16 only within them, on bf16 hardware)"
+        )
+    return lines
+
+
 def model_card(
     *,
     spec: ModelSpec,
@@ -171,10 +187,13 @@ def model_card(
     base_model: str,
     backbone: dict[str, Any] | None = None,
     parameters: ParameterCounts | None = None,
+    precision: str = "fp32",
+    bf16_parity: dict[str, Any] | None = None,
 ) -> str:
     """The model card (Markdown) written beside the weights and logged with the run.
 
-    `backbone` is the manifest of a converted offline backbone (where its weights came from).
+    `backbone` is the manifest of a converted offline backbone (where its weights came from);
+    `precision` is what training ran in, `bf16_parity` the parity record's bf16 entry (textguard.parity).
     """
     lines = [
         f"# textguard model card: {spec.name} ({base_model})",
@@ -191,6 +210,7 @@ def model_card(
             f"- Parameters: {parameters.total:,}, of which {parameters.trainable:,} were fine-tuned "
             f"({parameters.frozen:,} frozen at their pretrained values)"
         )
+    lines += _precision_lines(precision, bf16_parity)
     lines += [
         "",
         *_backbone_section(backbone),
