@@ -565,6 +565,19 @@ def test_an_idle_worker_gathers_only_while_another_is_busy(scorer: Scorer) -> No
         loop.close()
 
 
+def test_a_worker_finishing_its_drain_clears_only_its_own_forward_pass(scorer: Scorer) -> None:
+    """The time-ahead estimate counts each worker's forward pass until that worker's last answer."""
+    batcher = MicroBatcher(lambda: LoadedModel(scorer, "textguard", "v", None), max_batch_size=4, workers=2)
+    loop = asyncio.new_event_loop()
+    try:
+        jobs = [_Job([f"text {index}"], loop.create_future(), loop) for index in range(3)]
+        batcher._inflight = {0: (50, time.perf_counter()), 1: (3, time.perf_counter())}
+        batcher._process(jobs, worker=1)
+        assert list(batcher._inflight) == [0]  # worker 0 is still busy; worker 1 is done
+    finally:
+        loop.close()
+
+
 # -- logs and settings -----------------------------------------------------------------------------------
 
 

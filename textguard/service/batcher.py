@@ -295,7 +295,7 @@ class MicroBatcher:
         except ServiceError:
             return None
 
-    def _process(self, jobs: list[_Job], number: int = 0) -> None:
+    def _process(self, jobs: list[_Job], worker: int = 0) -> None:
         jobs = [job for job in jobs if not job.future.cancelled()]
         if not jobs:
             return
@@ -325,7 +325,7 @@ class MicroBatcher:
                     unresolved -= 1
                     if unresolved == 0:
                         with self._cond:  # before the last answer: nothing of this drain is ahead
-                            self._inflight.pop(number, None)
+                            self._inflight.pop(worker, None)
                     rows = slice(first_window[number], first_window[number + 1])
                     result = WindowScores(
                         probs[rows].copy(),
