@@ -110,9 +110,14 @@ async def _open_loop(url: str, rate: float, seconds: float) -> list[Outcome]:
 
 @pytest.fixture
 def small_queue_server(tiny_artifact: Path, tmp_path: Path) -> Any:
+    # One inference worker: the Python client on the same two cores must send 2.5x what the server
+    # scores, and with a worker per core the tiny model's capacity outgrew what it could send (65 of 142
+    # requests/s). Shedding by a bounded queue does not depend on the worker count; the deadline test
+    # (test_overload_deadline.py) overloads the default workers.
     args = [
         "--model-poll-seconds", "0", "--audit-url", f"sqlite:///{tmp_path / 'audit.db'}",
         "--max-queue", str(MAX_QUEUE), "--max-messages", str(PER_REQUEST), "--log-level", "warning",
+        "--inference-workers", "1",
     ]  # fmt: skip
     with serve_process(tiny_artifact, tmp_path, args, {"TEXTGUARD_AUDIT_HASH_KEY": "soak"}) as server:
         yield server
