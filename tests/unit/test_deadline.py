@@ -87,7 +87,7 @@ def test_deadline_settings_must_be_ordered(tiny_artifact: Path) -> None:
 
 def test_the_batcher_admits_by_estimated_finish_time(scorer: Scorer) -> None:
     model = LoadedModel(scorer, "textguard", "v", None)
-    batcher = MicroBatcher(lambda: model, max_batch_size=8, max_queue=1024)
+    batcher = MicroBatcher(lambda: model, max_batch_size=8, max_queue=4096)
     batcher.start()
     texts = [f"message {i} of the meeting chat" for i in range(64)]
 
@@ -97,8 +97,9 @@ def test_the_batcher_admits_by_estimated_finish_time(scorer: Scorer) -> None:
         # Enough time for 64 texts at the measured rate: admitted.
         current_deadline.set(deadline_after(1000 * (64 / rate) * 4 + 200))
         answered = await batcher.score(texts)
-        # With 256 texts ahead, a deadline far shorter than they take at that rate: refused at once.
-        ahead = asyncio.ensure_future(batcher.score(texts * 4))
+        # With 2,560 texts ahead (enough to be still in the forward pass a moment later, however fast
+        # the model), a deadline far shorter than they take at that rate: refused at once.
+        ahead = asyncio.ensure_future(batcher.score(texts * 40))
         await asyncio.sleep(0)  # queued
         current_deadline.set(deadline_after(1000 * (64 / rate) / 2))
         with pytest.raises(Overloaded, match="deadline") as caught:
