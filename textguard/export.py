@@ -1,8 +1,9 @@
 """ONNX export (+ dynamic int8 quantisation) of a model artefact, with a parity report.
 
 `export_onnx` writes model.onnx (and model.int8.onnx) into the artefact directory, re-records the
-checksums in textguard.json, then scores a sample of texts through the SAME `Scorer` with the torch and
-ONNX backends and writes parity.json (max |prob diff| and decision agreement, overall and per label).
+checksums in textguard.json, then scores a sample of texts through the SAME `Scorer` with torch (fp32
+and bf16) and the ONNX backends and writes parity.json (max |prob diff| and decision agreement, overall
+and per label).
 For a model fetched from MLflow the new files also go back to the logged model (so `models:/` URIs
 of that version carry the ONNX form) and parity.json to its training run.
 
@@ -400,10 +401,10 @@ def export_onnx(
         "versions": _versions(),
         "seconds": comparison["seconds"],
     }
-    parity_path = write_parity(
+    parity = write_parity(
         directory, comparison["variants"], sample={"source": source, "n_texts": len(texts)}, **fields
     )
-    parity = json.loads(parity_path.read_text(encoding="utf-8"))
+    parity_path = directory / PARITY_FILE
     refresh_checksums(directory)
     result = ExportResult(directory, onnx_path, int8_path, parity_path, parity)
     if publish:

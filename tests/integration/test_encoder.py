@@ -1,4 +1,4 @@
-"""textguard.encoder: the plain-torch BERT/XLM-R classifier gives transformers' logits, bit for bit."""
+"""textguard.encoder: the plain-torch BERT/XLM-R classifier gives transformers' logits (within 1e-6)."""
 
 from __future__ import annotations
 

@@ -132,8 +132,9 @@ def test_read_parity_ignores_unreadable_records(tiny_artifact: Path, tmp_path: P
     assert read_parity(artefact, refresh_checksums(artefact)) is None
     (artefact / PARITY_FILE).write_text("{not json", encoding="utf-8")
     assert read_parity(artefact, refresh_checksums(artefact)) is None
-    written = write_parity(artefact, {}, sample={"source": "s", "n_texts": 0}, device="cpu")
-    record = json.loads(written.read_text(encoding="utf-8"))
+    returned = write_parity(artefact, {}, sample={"source": "s", "n_texts": 0}, device="cpu")
+    record = json.loads((artefact / PARITY_FILE).read_text(encoding="utf-8"))
+    assert returned == record
     assert record["limits"] == {"max_abs_diff": MAX_PROB_DIFF, "decision_agreement": MIN_AGREEMENT}
     assert record["device"] == "cpu" and record["variants"] == {}
 

@@ -22,10 +22,10 @@ admission when that is past the deadline; a job whose deadline passes while it w
 instead of scored.
 
 Workers: by default one per core, each forward single-threaded (`inference_threads`), rather than one
-forward at a time spread over every core. Measured on 2 cores (MiniLM, bf16, chat messages, batches of
-16): 234 texts/s against 146-170 for one forward on two threads, whose threads wait for each other at
-every operator and stall whenever the event loop takes a core. A request also waits less: a second
-worker picks up what arrives while the first is busy.
+forward at a time spread over every core, whose threads wait for each other at every operator and stall
+whenever the event loop takes a core. Measured on 2 cores (MiniLM, bf16, wrk; README Performance): 217-230
+requests/s at c=32 against 150-201 for one worker on two threads, and 77 against 59 at c=1, where a
+second worker picks up what arrives while the first is busy.
 The batcher is the service's `AsyncScoring` for `textguard.moderation.Moderator`; it decides nothing.
 """
 
