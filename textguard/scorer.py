@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,13 +140,17 @@ class Scorer:
         quantized: bool = False,
         precision: RequestedPrecision = "fp32",
         verify: bool = True,
+        verified: bool = False,
         intra_op_threads: int | None = None,
         allow_spinning: bool = True,
         **options: Any,
     ) -> Scorer:
         """Load a scorer from a directory, `runs:/<id>/model` or `models:/<name>@<alias>`.
 
-        Checksums recorded in the spec are verified first: a tampered or truncated file is refused.
+        Checksums recorded in the spec are verified: a tampered or truncated file is refused (nothing
+        is returned). The hashing runs beside the loading (hashlib releases the GIL: e5's 470 MB take
+        0.4 s, as long as its tokenizer); `verified=True` says the caller has just verified this
+        directory itself (`textguard serve` does, before it binds), so it is not hashed twice.
         `precision` (torch): fp32 (the reference), bf16, or auto = bf16 where the device has bf16 units
         and the artefact's recorded bf16 parity holds (textguard.parity.choose_precision). The service,
         `textguard evaluate` and batch scoring default to auto, so on one machine they score alike;
@@ -155,9 +160,41 @@ class Scorer:
         """
         directory = resolve_artifact(uri)
         spec = load_spec(directory)
-        if verify:
-            verify_artifact(directory, spec)
+        checking = None
+        if verify and not verified:
+            checking = ThreadPoolExecutor(1, thread_name_prefix="textguard-verify")
+            verification = checking.submit(verify_artifact, directory, spec)
+        try:
+            scorer = cls._load(directory, spec, str(uri), backend, device, quantized, precision, verify,
+                               intra_op_threads, allow_spinning, options)  # fmt: skip
+        except Exception:
+            if checking is not None:
+                verification.result()  # a tampered file explains a failed load best: raise that
+            raise
+        finally:
+            if checking is not None:
+                checking.shutdown(wait=True)
+        if checking is not None:
+            verification.result()  # raises for a tampered file: the scorer built from it is dropped
+        return scorer
+
+    @classmethod
+    def _load(
+        cls,
+        directory: Path,
+        spec: ModelSpec,
+        source: str,
+        backend: BackendName,
+        device: str,
+        quantized: bool,
+        precision: RequestedPrecision,
+        verify: bool,
+        intra_op_threads: int | None,
+        allow_spinning: bool,
+        options: dict[str, Any],
+    ) -> Scorer:
         tokenizer = load_tokenizer(directory, spec.max_length, truncate=False)
+        # The parity record is read only from a verified artefact (its checksum is in the manifest).
         chosen = choose_precision(
             precision, backend=backend, device=device, parity=read_parity(directory, spec) if verify else None
         )
@@ -179,14 +216,19 @@ class Scorer:
             chosen = PrecisionChoice(
                 "fp32", "bf16 compiles a kernel per new input shape on this CPU (first passes measured slow)"
             )
-        scorer = cls(spec, tokenizer, engine, source=str(uri), **options)
+        scorer = cls(spec, tokenizer, engine, source=source, **options)
         scorer.precision = chosen
         return scorer
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, spec: ModelSpec, **options: Any) -> Scorer:
-        """Wrap an in-memory transformers model (used right after training)."""
-        return cls(spec, tokenizer, TorchBackend(model, device=str(model.device)), source="memory", **options)
+        """Score with an in-memory transformers model (used right after training), through the module
+        that will serve its artefact (textguard.encoder where it runs the architecture), so calibration,
+        test metrics and the bf16 parity record describe what is served."""
+        from textguard.backends import scoring_model
+
+        backend = TorchBackend(scoring_model(model), device=str(model.device))
+        return cls(spec, tokenizer, backend, source="memory", **options)
 
     @property
     def tokenizer(self) -> Any:

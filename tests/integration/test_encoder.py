@@ -102,3 +102,45 @@ def test_serving_imports_no_transformers(tiny_artifact: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_packed_tokens_score_each_text_as_if_alone(tiny_artifact: Path) -> None:
+    """Padding is skipped outside attention: a text's logits do not depend on what it is batched with."""
+    scorer = Scorer.from_artifact(tiny_artifact)
+    alone = np.concatenate([scorer.logits([text]) for text in TEXTS])
+    np.testing.assert_allclose(scorer.logits(TEXTS), alone, atol=1e-6)
+    model = scorer.backend.model  # type: ignore[attr-defined]
+    ids = torch.tensor([[0, 5, 6], [2, 5, 6]])
+    with pytest.raises(ValueError, match="right padding"):
+        model(ids, torch.tensor([[0, 1, 1], [1, 1, 1]]))
+
+
+def test_bf16_weights_are_cast_once_and_fp32_comes_back_unchanged(tiny_artifact: Path) -> None:
+    """bf16 computes as transformers under autocast; switching back restores the fp32 weights exactly."""
+    scorer = Scorer.from_artifact(tiny_artifact)
+    backend = scorer.backend
+    reference = scorer.logits(TEXTS)
+    backend.autocast_bf16 = True  # type: ignore[attr-defined]
+    model = backend.model  # type: ignore[attr-defined]
+    assert model.bf16 and model.layers[0].qkv.weight.dtype == torch.bfloat16
+    ours = scorer.logits(TEXTS)
+    theirs_backend = TorchBackend(load_classifier(tiny_artifact), autocast_bf16=True)
+    scorer.backend = theirs_backend
+    np.testing.assert_allclose(ours, scorer.logits(TEXTS), atol=2e-2)
+    scorer.backend = backend
+    backend.autocast_bf16 = False  # type: ignore[attr-defined]
+    assert not model.bf16
+    np.testing.assert_array_equal(scorer.logits(TEXTS), reference)
+
+
+def test_a_model_in_memory_scores_as_its_saved_artefact(tiny_artifact: Path) -> None:
+    """Right after training, scoring runs through the encoder as the saved artefact will be served."""
+    from textguard.encoding import load_tokenizer
+    from textguard.spec import load_spec
+
+    transformers_model = load_classifier(tiny_artifact)
+    in_memory = Scorer.from_model(
+        transformers_model, load_tokenizer(tiny_artifact, 64), load_spec(tiny_artifact)
+    )
+    assert isinstance(in_memory.backend.model, encoder.EncoderClassifier)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(in_memory.logits(TEXTS), Scorer.from_artifact(tiny_artifact).logits(TEXTS))

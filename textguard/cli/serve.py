@@ -182,12 +182,10 @@ def build_settings(flags: dict[str, Any]) -> Any:
 def run(settings: Any) -> None:
     import os
 
-    import uvicorn
-
     from textguard.artifact import REMOTE_SCHEMES
-    from textguard.service.connection import uvicorn_options
-    from textguard.service.logging import configure_logging, logging_config
 
+    _passive_omp_threads()  # before the preload thread imports torch
+    preload = None
     if not settings.model.startswith(REMOTE_SCHEMES):
         directory = Path(settings.model).expanduser()
         if not directory.is_dir():
@@ -195,24 +193,36 @@ def run(settings: Any) -> None:
                 f"model {settings.model!r} is not an artefact directory; give a path, runs:/<id>/model or "
                 "models:/<name>@<alias>"
             )
-        # A local artefact that fails its checksums would never become ready: say so now, in one
-        # line, instead of starting a server that answers 503 forever. (Registry models are checked
-        # when downloaded; a bad new version during a hot swap is refused while the old one serves.)
-        from textguard.spec import load_spec, verify_artifact
+        if settings.workers == 1:
+            preload = _Preload(settings, directory)
+        else:
+            from textguard.spec import load_spec, verify_artifact
 
-        verify_artifact(directory, load_spec(directory))
+            verify_artifact(directory, load_spec(directory))
+    elif settings.workers == 1:
+        preload = _Preload(settings, None)
+
+    import uvicorn
+
+    from textguard.service.connection import uvicorn_options
+    from textguard.service.logging import configure_logging, logging_config
+
     configure_logging(settings.log_level)
-    _passive_omp_threads()
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_config": logging_config(settings.log_level),
         "access_log": False,
     }
-    if settings.workers == 1:
+    if preload is not None:
         from textguard.service.app import create_app
 
-        uvicorn.run(create_app(settings), **common, **uvicorn_options(settings))
+        app = create_app(settings, preload=preload.loaded)
+        # A local artefact that fails its checksums would never become ready: say so now, in one
+        # line, instead of starting a server that answers 503 forever. (Registry models are checked
+        # when downloaded; a bad new version during a hot swap is refused while the old one serves.)
+        preload.wait_verified()
+        uvicorn.run(app, **common, **uvicorn_options(settings))
         return
     # Worker processes rebuild the settings from the environment: hand them the resolved values,
     # including one generated audit key, so every worker hashes alike.
@@ -224,6 +234,55 @@ def run(settings: Any) -> None:
         **common,
         **uvicorn_options(settings, in_process=False),
     )
+
+
+class _Preload:
+    """The served model's first load, started before the web stack is imported and the app built (both
+    take ~0.5 s of the main thread; e5's load ~2.5 s). A local artefact's checksums are hashed once,
+    beside the load (hashlib releases the GIL: e5's 470 MB take 0.4 s), and the load is handed to the
+    service only once they matched."""
+
+    def __init__(self, settings: Any, directory: Path | None) -> None:
+        from concurrent.futures import Future
+        from threading import Thread
+
+        self.verified: Future[None] = Future()
+        self.loaded: Future[Any] = Future()
+        if directory is None:  # a registry model: checked when downloaded, and by the loader
+            self.verified.set_result(None)
+        else:
+            Thread(target=self._verify, args=(directory,), name="textguard-verify", daemon=True).start()
+        Thread(
+            target=self._load, args=(settings, directory is not None), name="textguard-preload", daemon=True
+        ).start()
+
+    def _verify(self, directory: Path) -> None:
+        from textguard.spec import load_spec, verify_artifact
+
+        try:
+            verify_artifact(directory, load_spec(directory))
+        except BaseException as exc:  # handed to the CLI, which reports it in one line
+            self.verified.set_exception(exc)
+        else:
+            self.verified.set_result(None)
+
+    def _load(self, settings: Any, verified: bool) -> None:
+        try:
+            from textguard.service.model_manager import ModelManager
+
+            loaded = ModelManager(settings).load_now(verified=verified)
+        except BaseException as exc:  # a tampered file explains a failed load best: report that
+            self.loaded.set_exception(self.verified.exception() or exc)
+            return
+        failure = self.verified.exception()  # waits for the checksums: never serve what failed them
+        if failure is not None:
+            self.loaded.set_exception(failure)
+        else:
+            self.loaded.set_result(loaded)
+
+    def wait_verified(self) -> None:
+        """Return once the checksums matched; raise what verification raised."""
+        self.verified.result()
 
 
 def keys_new(

@@ -29,6 +29,7 @@ import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ from textguard.service.deadline import AdmissionGate, DeadlineMiddleware
 from textguard.service.errors import install_error_handlers
 from textguard.service.keys import Scope
 from textguard.service.metrics import ObservabilityMiddleware, ServiceMetrics
-from textguard.service.model_manager import ModelManager
+from textguard.service.model_manager import LoadedModel, ModelManager
 from textguard.service.ratelimit import RateLimits
 from textguard.service.readiness import AuditProbe
 from textguard.service.scoring import ScoringService
@@ -70,8 +71,11 @@ OPTIONAL_ROUTERS: tuple[tuple[str, str, Scope], ...] = (
 SCORED_PATHS = frozenset({"/v1/score", "/v1/moderations"})
 
 
-def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastAPI:
-    """Build the service. `scorer` serves a prebuilt model (tests); otherwise `settings.model` loads."""
+def create_app(
+    settings: ServiceSettings, scorer: Scorer | None = None, preload: Future[LoadedModel] | None = None
+) -> FastAPI:
+    """Build the service. `scorer` serves a prebuilt model (tests); otherwise `settings.model` loads, or
+    `preload`, a load of it already under way (`textguard serve` starts it before building the app)."""
     # Fail before serving anything if the policy file is invalid: a policy typo must not start a server.
     policies = PolicySet.load(settings.policy)
     metrics = ServiceMetrics()
@@ -79,7 +83,7 @@ def create_app(settings: ServiceSettings, scorer: Scorer | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            await _start(app, settings, scorer, policies, metrics)
+            await _start(app, settings, scorer, policies, metrics, preload)
             yield
         finally:
             await _stop(app)
@@ -160,6 +164,7 @@ async def _start(
     scorer: Scorer | None,
     policies: PolicySet,
     metrics: ServiceMetrics,
+    preload: Future[LoadedModel] | None,
 ) -> None:
     if settings.audit_hash_key_generated:
         logger.warning(
@@ -168,7 +173,7 @@ async def _start(
         )
     if not settings.api_keys.keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("API keys are disabled on a non-loopback address: set TEXTGUARD_API_KEYS_FILE")
-    manager = ModelManager(settings, scorer=scorer, metrics=metrics)
+    manager = ModelManager(settings, scorer=scorer, metrics=metrics, preload=preload)
     workers, threads = settings.inference_layout()
     batcher = MicroBatcher(
         lambda: manager.current,

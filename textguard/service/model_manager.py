@@ -20,6 +20,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("textguard.service.model")
 
-#: Token lengths of the warm-up forwards: short chat, typical, and the model's maximum.
-WARMUP_WORDS = (4, 24, 512)
+#: Words in the warm-up texts: short chat, typical, and one full window (the model's max_length: a
+#: word per token at least). 512 words (several windows in one pass) cost e5 0.45 s of its cold start.
+WARMUP_WORDS = (4, 24)
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,11 @@ class ModelManager:
         scorer: Scorer | None = None,
         metrics: ServiceMetrics | None = None,
         version_of: Callable[[ModelRef], str] | None = None,
+        preload: Future[LoadedModel] | None = None,
     ) -> None:
         self.settings = settings
+        #: The first load, already under way (`textguard serve` starts it early): adopted, not repeated.
+        self._preload = preload
         self.ref = parse_model_uri(settings.model)
         self.metrics = metrics
         self._version_of = version_of or self._current_version
@@ -168,6 +173,13 @@ class ModelManager:
 
     async def _load_then_watch(self) -> None:
         retry = max(self.settings.model_poll_seconds, 1.0) if self.settings.model_poll_seconds else 5.0
+        if self._preload is not None:
+            preload, self._preload = self._preload, None
+            try:
+                self._install(await asyncio.wrap_future(preload))
+            except Exception as exc:  # as `refresh`: reported, then retried below
+                self._failed(exc)
+                await asyncio.sleep(retry)
         while self._current is None:
             if await self.refresh():
                 break
@@ -205,7 +217,12 @@ class ModelManager:
 
         return local_version(resolve_artifact(ref.uri))
 
-    def _load(self, version: str) -> LoadedModel:
+    def load_now(self, *, verified: bool = False) -> LoadedModel:
+        """Load the version the reference points at now (blocking); `verified`: a local artefact whose
+        checksums the caller has just verified."""
+        return self._load(self._version_of(self.ref), verified=verified)
+
+    def _load(self, version: str, *, verified: bool = False) -> LoadedModel:
         from textguard.scorer import Scorer
 
         uri = f"models:/{self.ref.name}/{version}" if self.ref.is_registry_alias else self.ref.uri
@@ -215,6 +232,7 @@ class ModelManager:
             backend=self.settings.backend,
             quantized=self.settings.quantized,
             precision=self.settings.precision,
+            verified=verified,
             max_batch_size=self.settings.batch_max_size,
             intra_op_threads=self.settings.inference_layout()[1],
             # The inference thread shares the cores with the event loop: spinning workers starve it.
@@ -278,7 +296,7 @@ def warm_up(scorer: Scorer, batch_size: int) -> None:
     for lazy initialisation (allocator growth, kernel selection, oneDNN primitive caches)."""
     # Every length alone, the shortest also at the serving batch size: a long text at the full batch
     # size cost e5 about a second of cold start and primes nothing the others do not.
-    for words in WARMUP_WORDS:
+    for words in (*WARMUP_WORDS, scorer.spec.max_length):
         text = " ".join(["meeting"] * words)
         for size in sorted({1, batch_size}) if words == min(WARMUP_WORDS) else (1,):
             scorer.logits_from_ids(scorer.windows([text] * size).input_ids)
