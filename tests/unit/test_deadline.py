@@ -151,3 +151,21 @@ def test_the_gate_measures_the_rate_while_busy() -> None:
         time.sleep(0.06)
         gate.done(32)
     assert gate.rate is not None and 100 < gate.rate < 600  # 32 messages per ~0.06 s, measured
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "expected"), [(2, 1, (2, 1)), (2, 2, (1, 1)), (8, 2, (4, 1)), (1, 3, (1, 1))]
+)
+def test_inference_workers_share_the_cores_between_processes(
+    cores: int, processes: int, expected: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One single-threaded inference worker per core, the cores divided between the worker processes."""
+    import textguard.hardware
+
+    monkeypatch.setattr(textguard.hardware, "available_cores", lambda: cores)
+    settings = ServiceSettings(model="unused", workers=processes, audit_hash_key=SecretStr("k"))
+    assert settings.inference_layout() == expected
+    explicit = ServiceSettings(
+        model="unused", workers=processes, inference_workers=1, audit_hash_key=SecretStr("k")
+    )
+    assert explicit.inference_layout() == (1, max(1, cores // processes))

@@ -142,7 +142,10 @@ class ServiceSettings(BaseSettings):
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for inference before shedding load")
     batch_max_size: int = Field(default=32, ge=1, description="texts per forward pass")
     inference_workers: int = Field(
-        default=0, ge=0, description="forward passes run at once (worker threads); 0=one per core"
+        default=0,
+        ge=0,
+        description="forward passes run at once per process (worker threads); 0=one per core, the cores "
+        "shared between the `workers` processes",
     )
     batch_gather_ms: float = Field(
         default=25.0,
@@ -268,11 +271,12 @@ class ServiceSettings(BaseSettings):
         return self._api_keys.digests
 
     def inference_layout(self) -> tuple[int, int]:
-        """(inference workers, threads per forward pass): by default one single-threaded worker per
-        core (textguard.service.batcher explains why)."""
+        """(inference workers, threads per forward pass) of each process: by default one single-threaded
+        worker per core (textguard.service.batcher explains why), the cores shared between the `workers`
+        processes (two processes on two cores: one inference worker each)."""
         from textguard.hardware import available_cores
 
-        cores = available_cores()
+        cores = max(1, available_cores() // self.workers)
         workers = self.inference_workers or cores
         return workers, self.inference_threads or max(1, cores // workers)
 
