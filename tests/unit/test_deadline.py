@@ -153,6 +153,34 @@ def test_the_gate_measures_the_rate_while_busy() -> None:
     assert gate.rate is not None and 100 < gate.rate < 600  # 32 messages per ~0.06 s, measured
 
 
+def test_the_gate_learns_how_much_longer_than_estimated_answers_take() -> None:
+    """The rate covers the decision path only: when answers take longer than estimated (the event loop
+    reading and answering requests under load), later estimates are scaled up, and back down."""
+    gate = AdmissionGate(share=0.75)
+    gate.rate = 1000.0
+    token = current_deadline.set(deadline_after(1000))
+    try:
+        gate.admit(300)  # 0.3 s of work ahead
+        estimate = gate.enter(current_deadline.get())
+        assert estimate == pytest.approx(0.331, rel=0.01)  # the work ahead + an average request (30.9)
+        # Answered three times slower than estimated, again and again: the estimates grow.
+        for _ in range(10):
+            gate.leave(time.perf_counter() - 3 * estimate, estimate)
+            gate.requests += 1  # the same request again, for the test
+        assert 2.5 < gate.slowdown <= 3.0
+        with pytest.raises(Overloaded):  # 0.3 s x ~2.8 > 0.75 x 1 s
+            gate.enter(current_deadline.get())
+        # Answers as fast as estimated bring it back (a refusal or no estimate changes nothing).
+        for _ in range(30):
+            gate.leave(time.perf_counter() - estimate / 2, estimate)
+            gate.requests += 1
+        gate.leave(time.perf_counter() - 10, None)
+        assert gate.slowdown < 1.01
+        assert gate.enter(current_deadline.get()) is not None  # admitted again
+    finally:
+        current_deadline.reset(token)
+
+
 @pytest.mark.parametrize(
     ("cores", "processes", "expected"), [(2, 1, (2, 1)), (2, 2, (1, 1)), (8, 2, (4, 1)), (1, 3, (1, 1))]
 )
