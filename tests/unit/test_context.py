@@ -269,3 +269,25 @@ def test_malformed_messages_name_the_field(raw: str, kind: str, field: str | Non
     assert caught.value.payload() == {
         "error": {"type": kind, "message": caught.value.message, "field": field}
     }
+
+
+def test_small_requests_with_context_in_memory_are_prepared_on_the_event_loop() -> None:
+    """A worker-thread hop costs more than preparing a few chat messages; Redis (network) never runs on
+    the loop, nor does a large request."""
+    from textguard.moderation import Item, Moderator
+    from textguard.moderation.moderator import INLINE_PREPARE_CHARS
+    from textguard.policy import PolicySet
+
+    policies = PolicySet.load()
+    chat = [Item(f"m{index}", "see you at the standup") for index in range(3)]
+    large = [Item("big", "x" * (INLINE_PREPARE_CHARS + 1))]
+    in_memory = Moderator(policies, context=MemoryContextStore(ContextLimits()))
+    assert in_memory._prepares_inline(chat) and Moderator(policies)._prepares_inline(chat)
+    assert not in_memory._prepares_inline(large)
+
+    try:
+        remote = _redis_store(ContextLimits())
+    except pytest.skip.Exception:
+        return  # no Redis here: the in-memory cases above still ran
+    assert not Moderator(policies, context=remote)._prepares_inline(chat)
+    remote.close()
