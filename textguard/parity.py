@@ -10,7 +10,7 @@ evaluation and batch scoring:
 
 - `fp32`: the reference;
 - `bf16`: torch autocast to bfloat16 (matrix products in bf16; autocast keeps ops such as layer_norm
-  in fp32);
+  in fp32), or `textguard.encoder`'s own bf16 weights, which compute the same;
 - `auto`: bf16 only where the device computes bf16 natively (CUDA with bf16, or a CPU with AVX512-BF16
   or AMX: the served MiniLM answered 155 against 109 requests/s, README Performance) *and* the
   artefact's recorded bf16 parity

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,63 +161,23 @@ class Scorer:
         """
         directory = resolve_artifact(uri)
         spec = load_spec(directory)
-        checking = None
-        if verify and not verified:
-            checking = ThreadPoolExecutor(1, thread_name_prefix="textguard-verify")
-            verification = checking.submit(verify_artifact, directory, spec)
-        try:
-            scorer = cls._load(directory, spec, str(uri), backend, device, quantized, precision, verify,
-                               intra_op_threads, allow_spinning, options)  # fmt: skip
-        except Exception:
-            if checking is not None:
-                verification.result()  # a tampered file explains a failed load best: raise that
-            raise
-        finally:
-            if checking is not None:
-                checking.shutdown(wait=True)
-        if checking is not None:
-            verification.result()  # raises for a tampered file: the scorer built from it is dropped
-        return scorer
-
-    @classmethod
-    def _load(
-        cls,
-        directory: Path,
-        spec: ModelSpec,
-        source: str,
-        backend: BackendName,
-        device: str,
-        quantized: bool,
-        precision: RequestedPrecision,
-        verify: bool,
-        intra_op_threads: int | None,
-        allow_spinning: bool,
-        options: dict[str, Any],
-    ) -> Scorer:
-        tokenizer = load_tokenizer(directory, spec.max_length, truncate=False)
-        # The parity record is read only from a verified artefact (its checksum is in the manifest).
-        chosen = choose_precision(
-            precision, backend=backend, device=device, parity=read_parity(directory, spec) if verify else None
-        )
-        engine: InferenceBackend
-        if backend == "torch":
-            engine = TorchBackend.from_directory(
-                directory, device=device, autocast_bf16=chosen.precision == "bf16"
+        with _verified_beside(directory, spec, enabled=verify and not verified):
+            tokenizer = load_tokenizer(directory, spec.max_length, truncate=False)
+            # The parity record is read only from a verified artefact (its checksum is in the manifest).
+            chosen = choose_precision(
+                precision,
+                backend=backend,
+                device=device,
+                parity=read_parity(directory, spec) if verify else None,
             )
-        elif backend == "onnx":
-            engine = OnnxBackend(
-                directory / (ONNX_INT8_FILE if quantized else ONNX_FILE),
-                intra_op_threads=intra_op_threads,
-                allow_spinning=allow_spinning,
-            )
-        else:
-            raise ModelLoadError(f"unknown backend {backend!r}: choose torch or onnx")
-        if precision == "auto" and chosen.precision == "bf16" and compiles_per_shape(engine):
-            engine.autocast_bf16 = False  # type: ignore[union-attr]
-            chosen = PrecisionChoice(
-                "fp32", "bf16 compiles a kernel per new input shape on this CPU (first passes measured slow)"
-            )
-        scorer = cls(spec, tokenizer, engine, source=source, **options)
+            engine = _engine(directory, backend, device, quantized, chosen, intra_op_threads, allow_spinning)
+            if precision == "auto" and chosen.precision == "bf16" and compiles_per_shape(engine):
+                engine.autocast_bf16 = False  # type: ignore[attr-defined]
+                chosen = PrecisionChoice(
+                    "fp32",
+                    "bf16 compiles a kernel per new input shape on this CPU (first passes measured slow)",
+                )
+        scorer = cls(spec, tokenizer, engine, source=str(uri), **options)
         scorer.precision = chosen
         return scorer
 
@@ -304,3 +265,41 @@ class Scorer:
 
     def score(self, texts: Sequence[str]) -> list[Prediction]:
         return to_predictions(self.predict_proba(texts), self.spec)
+
+
+@contextmanager
+def _verified_beside(directory: Path, spec: ModelSpec, *, enabled: bool) -> Iterator[None]:
+    """Hash the artefact's files in a thread while the body loads them (hashlib releases the GIL), and
+    raise its integrity error at the end: what was built from a tampered file is never returned, and a
+    load that failed on one reports the tampering rather than its own error."""
+    if not enabled:
+        yield
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="textguard-verify") as pool:
+        verification = pool.submit(verify_artifact, directory, spec)
+        try:
+            yield
+        except Exception:
+            verification.result()
+            raise
+        verification.result()
+
+
+def _engine(
+    directory: Path,
+    backend: BackendName,
+    device: str,
+    quantized: bool,
+    chosen: PrecisionChoice,
+    intra_op_threads: int | None,
+    allow_spinning: bool,
+) -> InferenceBackend:
+    if backend == "torch":
+        return TorchBackend.from_directory(directory, device=device, autocast_bf16=chosen.precision == "bf16")
+    if backend == "onnx":
+        return OnnxBackend(
+            directory / (ONNX_INT8_FILE if quantized else ONNX_FILE),
+            intra_op_threads=intra_op_threads,
+            allow_spinning=allow_spinning,
+        )
+    raise ModelLoadError(f"unknown backend {backend!r}: choose torch or onnx")

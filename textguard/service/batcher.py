@@ -23,9 +23,10 @@ instead of scored.
 
 Workers: by default one per core, each forward single-threaded (`inference_threads`), rather than one
 forward at a time spread over every core, whose threads wait for each other at every operator and stall
-whenever the event loop takes a core. Measured on 2 cores (MiniLM, bf16, wrk; README Performance): 217-230
+whenever the event loop takes a core. Measured on 2 AMD cores (MiniLM, bf16, wrk; README Performance): 217-230
 requests/s at c=32 against 150-201 for one worker on two threads, and 77 against 59 at c=1, where a
-second worker picks up what arrives while the first is busy.
+second worker picks up what arrives while the first is busy (on an Intel AMX machine the two layouts
+measured alike at c=32).
 The batcher is the service's `AsyncScoring` for `textguard.moderation.Moderator`; it decides nothing.
 """
 
