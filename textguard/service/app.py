@@ -215,6 +215,11 @@ async def _start(
     app.state.moderator = moderator
     app.state.scoring = ScoringService(settings, batcher, moderator, app.state.admission)
     await asyncio.to_thread(languages.load)
+    if settings.workers > 1:
+        # The processes share one listening socket, and uvicorn accepts on it only once this start-up
+        # returns: a process still loading stays out of the kernel's rotation instead of answering 503
+        # beside a sibling that is ready. (One process answers /readyz 503 while it loads.)
+        await manager.settled()
     logger.info("service starting", extra={"fields": {"settings": settings.redacted()}})
 
 

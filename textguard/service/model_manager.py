@@ -129,6 +129,8 @@ class ModelManager:
         self._tasks: list[asyncio.Task[None]] = []
         self.error: str | None = None
         self.swaps = 0
+        #: Set once the first load has succeeded or failed (`settled`).
+        self._first_outcome = asyncio.Event()
 
     # -- what the routes and the batcher see ---------------------------------------------------------
 
@@ -150,6 +152,10 @@ class ModelManager:
     @property
     def info(self) -> dict[str, str | None]:
         return self.current.info
+
+    async def settled(self) -> None:
+        """Return once the first load has succeeded or failed (a failed one is still retried)."""
+        await self._first_outcome.wait()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -267,6 +273,7 @@ class ModelManager:
         previous = self._current
         self._current = loaded  # the swap: one reference assignment
         self.error = None
+        self._first_outcome.set()
         if self.metrics is not None:
             self.metrics.set_model(loaded.name, loaded.version, loaded.alias)
             if previous is not None:
@@ -281,6 +288,7 @@ class ModelManager:
     def _failed(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, TextguardError) else f"{type(exc).__name__}: {exc}"
         self.error = None if self._current is not None else f"model not loaded: {message}"
+        self._first_outcome.set()
         if self.metrics is not None:
             self.metrics.model_load_failures.inc()
         logger.error(
