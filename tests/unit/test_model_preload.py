@@ -105,7 +105,9 @@ def test_a_single_process_answers_while_its_model_loads(tiny_artifact: Path, tmp
         assert _ready_within(client, 10)
 
 
-def test_a_process_whose_first_load_fails_still_starts_and_reports_it(tiny_artifact: Path, tmp_path: Path) -> None:
+def test_a_process_whose_first_load_fails_still_starts_and_reports_it(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
     preload: Future[LoadedModel] = Future()
     preload.set_exception(ModelLoadError("the disk was busy"))
     with TestClient(create_app(_settings(tiny_artifact, tmp_path, workers=2), preload=preload)) as client:
