@@ -152,6 +152,9 @@ def forget_entries(stored: Sequence[ContextEntry], upto: ContextEntry) -> list[C
 class ContextStore(Protocol):
     """Where speakers' recent messages live. Safe to call from several threads."""
 
+    #: Whether an operation may wait on I/O (a network store): then it never runs on an event loop.
+    waits_on_io: bool
+
     def window(
         self, meeting_id: str, speaker_id: str, source: Source, entry: ContextEntry, *, keep: bool
     ) -> list[ContextEntry]:
@@ -208,6 +211,8 @@ class MeetingState:
 
 class MemoryContextStore:
     """All live meetings of this process (the default store). One lock: every operation is microseconds."""
+
+    waits_on_io = False
 
     def __init__(self, limits: ContextLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits

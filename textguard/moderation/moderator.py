@@ -36,7 +36,7 @@ import anyio.to_thread
 import numpy as np
 
 from textguard.known_content import HashMatch, KnownContentIndex, KnownContentReloader
-from textguard.moderation.context import ContextEntry, ContextStore, MemoryContextStore
+from textguard.moderation.context import ContextEntry, ContextStore
 from textguard.moderation.decision import (
     EvidenceSpan,
     FiringWindow,
@@ -202,7 +202,7 @@ class Moderator:
         memory cost less to prepare (language, known content, context window: ~50 µs a message) than the
         hop to a worker thread and back (MiniLM, c=32, wrk: 331 against 313 requests/s, three runs each);
         a large request, or context in Redis (network), leaves the loop."""
-        in_memory = self.context is None or isinstance(self.context, MemoryContextStore)
+        in_memory = self.context is None or not self.context.waits_on_io
         return in_memory and sum(len(item.text) for item in items) <= INLINE_PREPARE_CHARS
 
     # -- stages -----------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ def _digest(value: str) -> str:
 
 
 class RedisContextStore:
+    waits_on_io = True  # every operation is a network round trip
+
     def __init__(self, url: str, limits: ContextLimits, *, client: Any = None) -> None:
         try:
             import redis
