@@ -56,16 +56,24 @@ def _uninitialised_embedding(rows: int, width: int) -> nn.Embedding:
     return nn.Embedding(rows, width, _weight=torch.empty(rows, width))
 
 
+class _LoadedLinear(nn.Linear):
+    """A linear layer whose weights are always loaded (`load_weights`): the random initialisation of
+    e5's 50 layers would cost 0.1 s of cold start for nothing."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 class _Layer(nn.Module):
     def __init__(self, hidden: int, heads: int, intermediate: int, eps: float, act: str) -> None:
         super().__init__()
         self.heads = heads
         # Query, key and value in one matrix product (their weights concatenated at load).
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.attention_output = nn.Linear(hidden, hidden)
+        self.qkv = _LoadedLinear(hidden, 3 * hidden)
+        self.attention_output = _LoadedLinear(hidden, hidden)
         self.attention_norm = nn.LayerNorm(hidden, eps=eps)
-        self.intermediate = nn.Linear(hidden, intermediate)
-        self.output = nn.Linear(intermediate, hidden)
+        self.intermediate = _LoadedLinear(hidden, intermediate)
+        self.output = _LoadedLinear(intermediate, hidden)
         self.output_norm = nn.LayerNorm(hidden, eps=eps)
         self.act = act
 
@@ -185,8 +193,8 @@ class EncoderClassifier(nn.Module):
             for _ in range(int(config["num_hidden_layers"]))
         )
         # BERT: pooler (dense + tanh over the first token) then classifier; RoBERTa: dense + tanh, out_proj.
-        self.pool = nn.Linear(hidden, hidden)
-        self.classifier = nn.Linear(hidden, labels)
+        self.pool = _LoadedLinear(hidden, hidden)
+        self.classifier = _LoadedLinear(hidden, labels)
         self._fp32_linears: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     @property
