@@ -84,11 +84,19 @@ def _cuts(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, measures.C
 
 
 def choose_threshold(
-    scores: np.ndarray, truth: np.ndarray, policy: ThresholdPolicyName, value: float | None = None
+    scores: np.ndarray,
+    truth: np.ndarray,
+    policy: ThresholdPolicyName,
+    value: float | None = None,
+    *,
+    plateau: float = 0.0,
 ) -> ThresholdChoice:
     """Threshold for one label under `policy`; predicted positive means score >= threshold.
 
-    - max_f1: maximise F1.
+    - max_f1: maximise F1; with `plateau` > 0, the median of the thresholds whose F1 is within
+      `plateau` of the best. Near its top the F1 curve is flat, so its argmax on a few hundred positives
+      jumps between distant thresholds from one training seed to the next (0.25 and 0.61 for the same
+      recipe); the middle of the near-best range moves far less (0.49 and 0.36).
     - target_precision: the lowest threshold (most recall) whose precision is >= value.
     - max_fpr: the lowest threshold whose false-positive rate is <= value.
     """
@@ -108,6 +116,9 @@ def choose_threshold(
     if policy == "max_f1":
         f1 = measures.f1(counts)
         best = int(np.argmax(f1))  # first maximum = highest threshold among ties: fewer alerts, same F1
+        if plateau > 0:
+            near_best = np.flatnonzero(f1 >= f1[best] - plateau)  # cuts run from high to low thresholds
+            best = int(near_best[(len(near_best) - 1) // 2])  # the middle one (the higher of two)
     else:
         target = float(value)  # type: ignore[arg-type]  # checked above
         ok = precision >= target if policy == "target_precision" else fpr <= target
@@ -156,8 +167,9 @@ class Calibration:
         }
 
 
-def policy_label(policy: ThresholdPolicyName, value: float | None) -> str:
-    return policy if value is None else f"{policy}={value:g}"
+def policy_label(policy: ThresholdPolicyName, value: float | None, plateau: float = 0.0) -> str:
+    label = policy if value is None else f"{policy}={value:g}"
+    return f"{label}, plateau {plateau:g}" if plateau > 0 else label
 
 
 def calibrate(
@@ -167,6 +179,7 @@ def calibrate(
     *,
     policy: ThresholdPolicyName = "max_f1",
     value: float | None = None,
+    plateau: float = 0.0,
     temperature: bool = True,
     ece_bins: int = ECE_BINS,
 ) -> Calibration:
@@ -182,7 +195,7 @@ def calibrate(
     thresholds: dict[str, float] = {}
     per_label: dict[str, dict[str, Any]] = {}
     for column, name in enumerate(label_names):
-        choice = choose_threshold(after[:, column], labels[:, column], policy, value)
+        choice = choose_threshold(after[:, column], labels[:, column], policy, value, plateau=plateau)
         thresholds[name] = choice.threshold
         per_label[name] = {
             "threshold": choice.threshold,
@@ -197,7 +210,7 @@ def calibrate(
     return Calibration(
         temperature=t,
         thresholds=thresholds,
-        policy=policy_label(policy, value),
+        policy=policy_label(policy, value, plateau),
         ece_before=calibration_error(before, labels, ece_bins),
         ece_after=calibration_error(after, labels, ece_bins),
         bce_before=binary_cross_entropy(logits, labels),

@@ -102,6 +102,39 @@ def test_max_f1_picks_the_best_f1_threshold() -> None:
     assert f1(choice.threshold) == pytest.approx(best)
 
 
+def _f1(scores: np.ndarray, truth: np.ndarray, threshold: float) -> float:
+    precision, recall, _ = _precision_recall_fpr(scores, truth, threshold)
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def test_max_f1_plateau_takes_the_middle_of_the_near_best_thresholds() -> None:
+    scores, truth = _scores(seed=3)
+    best = choose_threshold(scores, truth, "max_f1")
+    assert choose_threshold(scores, truth, "max_f1", plateau=0.0) == best
+    plateau = 0.02
+    chosen = choose_threshold(scores, truth, "max_f1", plateau=plateau)
+    assert _f1(scores, truth, chosen.threshold) >= _f1(scores, truth, best.threshold) - plateau - 1e-12
+    # The middle of the near-best candidates: as many of them above the choice as below it.
+    candidates = np.unique(scores)[::-1]
+    cuts = (candidates + np.r_[candidates[1:], 0.0]) / 2
+    near = [t for t in cuts if _f1(scores, truth, t) >= _f1(scores, truth, best.threshold) - plateau]
+    above = sum(t > chosen.threshold for t in near)
+    below = sum(t < chosen.threshold for t in near)
+    assert len(near) > 10 and abs(above - below) <= 1
+
+
+def test_max_f1_plateau_is_steadier_across_resampled_validation_sets() -> None:
+    # The argmax of a flat-topped F1 curve jumps with the sample; the middle of the plateau moves less.
+    scores, truth = _scores(seed=5, n=20_000)
+    rng = np.random.default_rng(0)
+    argmax, middle = [], []
+    for _ in range(20):
+        sample = rng.choice(len(scores), 1500, replace=False)
+        argmax.append(choose_threshold(scores[sample], truth[sample], "max_f1").threshold)
+        middle.append(choose_threshold(scores[sample], truth[sample], "max_f1", plateau=0.02).threshold)
+    assert np.std(middle) < np.std(argmax)
+
+
 def test_unreachable_precision_switches_the_label_off_and_says_so() -> None:
     scores = np.array([0.9, 0.8, 0.7, 0.6])
     truth = np.array([0.0, 1.0, 0.0, 1.0])

@@ -166,6 +166,9 @@ class TrainingConfig(StrictModel):
 
 class MaxF1Policy(StrictModel):
     policy: Literal["max_f1"] = "max_f1"
+    #: 0: the threshold of the best validation F1. > 0: the middle of the thresholds whose F1 is within
+    #: this much of the best (steadier from one training run to the next; textguard.calibration).
+    plateau: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class TargetPrecisionPolicy(StrictModel):

@@ -438,6 +438,7 @@ def calibrate_model(
         LABELS,
         policy=policy.policy,
         value=getattr(policy, "value", None),
+        plateau=getattr(policy, "plateau", 0.0),
         temperature=settings.temperature,
     )
     log.info(
