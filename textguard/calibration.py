@@ -93,10 +93,11 @@ def choose_threshold(
 ) -> ThresholdChoice:
     """Threshold for one label under `policy`; predicted positive means score >= threshold.
 
-    - max_f1: maximise F1; with `plateau` > 0, the median of the thresholds whose F1 is within
-      `plateau` of the best. Near its top the F1 curve is flat, so its argmax on a few hundred positives
-      jumps between distant thresholds from one training seed to the next (0.25 and 0.61 for the same
-      recipe); the middle of the near-best range moves far less (0.49 and 0.36).
+    - max_f1: maximise F1; with `plateau` > 0, the middle one of the thresholds whose F1 is within
+      `plateau` of the best (the other policies ignore `plateau`). Near its top the F1 curve is flat,
+      so its argmax on a few hundred positives jumps between distant thresholds from one training seed
+      to the next (0.25 and 0.61 for the same recipe); the middle of the near-best range moves far less
+      (0.49 and 0.36).
     - target_precision: the lowest threshold (most recall) whose precision is >= value.
     - max_fpr: the lowest threshold whose false-positive rate is <= value.
     """
