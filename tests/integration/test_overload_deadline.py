@@ -8,8 +8,9 @@ the deadline plus slack for a shared 2-core machine (the issue measured p50 16.6
 deadline), and the refusals come at once, not after a wait in a queue. The client is bench/http_load.py
 (prebuilt request bytes on asyncio streams): httpx with 64 connections on the same 2 cores measured its
 own queueing, seconds of it, more than the server. Bounded: the burst lasts BURST_S seconds.
-(Clients that ignore Retry-After and resend at once are bench/serve_load.py's worst case: there the
-refusals themselves take CPU from the answered requests, see docs/serving.md.)
+Clients that ignore Retry-After and resend at once are held until it (`retry_hold_ms`): the second test
+floods the server with them and checks that they cost one refusal per Retry-After each, and that the
+answered requests keep the deadline (without the hold one process answered them seconds late).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ MESSAGES = 32
 BURST_S = 4.0
 #: Between the server's deadline and the client reading the answer, on a machine shared with training.
 SLACK_S = 0.5
+#: How long a client back before its Retry-After is held at most (the server's default retry_hold_ms).
+HOLD_S = 1.0
 BODY = {
     "messages": [
         {"id": f"m{i}", "text": f"can you share your screen please, slide {i} of the quarterly review"}
@@ -81,3 +84,34 @@ def test_under_overload_answered_requests_keep_the_deadline_and_refusals_are_imm
     assert statistics.median(refusal_seconds) <= DEADLINE_MS / 1000 / 3, summary
     assert max(refusal_seconds) <= limit, summary
     assert after.status_code == 200  # the server recovers at once
+
+
+def test_clients_that_resend_at_once_are_held_to_their_retry_after(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    args = [
+        "--model-poll-seconds", "0",
+        "--audit-url", f"sqlite:///{tmp_path / 'audit.db'}",
+        "--deadline-ms", str(DEADLINE_MS),
+        "--max-messages", str(MESSAGES),
+    ]  # fmt: skip
+    with serve_process(tiny_artifact, tmp_path, args, {"TEXTGUARD_AUDIT_HASH_KEY": "overload"}) as server:
+        for _ in range(5):
+            assert httpx.post(f"{server.url}/v1/score", json=BODY, timeout=30).status_code == 200
+        request = post_bytes("/v1/score", json.dumps(BODY).encode())
+        answers = asyncio.run(
+            closed_loop("127.0.0.1", server.port, request, CLIENTS, BURST_S, honour_retry_after=False)
+        )
+    assert {answer.status for answer in answers} <= {200, 503}
+    answered = [answer.seconds for answer in answers if answer.status == 200]
+    refused = [answer.seconds for answer in answers if answer.status == 503]
+    summary = (
+        f"{len(answered)} answered (p99 {percentile(answered, 99) * 1000:.0f} ms), {len(refused)} refused "
+        f"(p50 {statistics.median(refused or [0]) * 1000:.0f} ms)"
+    )
+    print(f"\n{summary}")
+    assert answered and refused, summary
+    # Without the hold: thousands of refusals a second. With it: about one per client per Retry-After (1 s).
+    assert len(refused) <= CLIENTS * (BURST_S + 2), summary
+    # A held request counts its deadline from the end of its hold (at most HOLD_S), as the client was told.
+    assert percentile(answered, 99) <= HOLD_S + DEADLINE_MS / 1000 + SLACK_S, summary

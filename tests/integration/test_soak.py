@@ -114,10 +114,13 @@ def small_queue_server(tiny_artifact: Path, tmp_path: Path) -> Any:
     # scores, and with a worker per core the tiny model's capacity outgrew what it could send (65 of 142
     # requests/s). Shedding by a bounded queue does not depend on the worker count; the deadline test
     # (test_overload_deadline.py) overloads the default workers.
+    # No Retry-After hold: the open-loop client sends on a pool of connections regardless of answers, so
+    # holding a connection refused a moment ago adds its hold to the next request's latency without
+    # slowing the load; this measures the queue's own shedding (the hold: test_overload_deadline.py).
     args = [
         "--model-poll-seconds", "0", "--audit-url", f"sqlite:///{tmp_path / 'audit.db'}",
         "--max-queue", str(MAX_QUEUE), "--max-messages", str(PER_REQUEST), "--log-level", "warning",
-        "--inference-workers", "1",
+        "--inference-workers", "1", "--retry-hold-ms", "0",
     ]  # fmt: skip
     with serve_process(tiny_artifact, tmp_path, args, {"TEXTGUARD_AUDIT_HASH_KEY": "soak"}) as server:
         yield server

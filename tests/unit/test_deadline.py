@@ -17,7 +17,13 @@ from pydantic import SecretStr, ValidationError
 from textguard.scorer import Scorer
 from textguard.service.app import create_app
 from textguard.service.batcher import MicroBatcher
-from textguard.service.deadline import DEADLINE_HEADER, AdmissionGate, current_deadline, deadline_after
+from textguard.service.deadline import (
+    DEADLINE_HEADER,
+    AdmissionGate,
+    EarlyReturns,
+    current_deadline,
+    deadline_after,
+)
 from textguard.service.errors import Overloaded
 from textguard.service.model_manager import LoadedModel
 from textguard.service.settings import ServiceSettings
@@ -78,6 +84,43 @@ def test_a_request_that_cannot_be_answered_in_time_is_refused_at_once(serve: Cal
     assert int(response.headers["retry-after"]) >= 1
     assert elapsed < 1.0  # refused, not queued
     assert "textguard_overloaded_total 1.0" in metrics
+
+
+@pytest.mark.parametrize("hold_ms", [1000, 0])
+def test_a_client_back_before_its_retry_after_waits_out_the_rest_of_it(
+    serve: Callable[..., Any], hold_ms: int
+) -> None:
+    with serve(deadline_min_ms=1, retry_hold_ms=hold_ms) as client:
+        assert client.post("/v1/score", json=_body(32), headers={DEADLINE_HEADER: "5000"}).status_code == 200
+        refused = client.post("/v1/score", json=_body(32), headers={DEADLINE_HEADER: "1"})
+        started = time.perf_counter()
+        again = client.post("/v1/score", json=_body(1))  # at once, ignoring Retry-After
+        waited = time.perf_counter() - started
+        other = client.get("/metrics")  # not a scoring route: never held
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) == 1
+    assert again.status_code == 200  # nothing ahead once it has waited: answered
+    assert other.status_code == 200
+    if hold_ms:
+        assert 0.8 <= waited < 2.0  # the rest of the 1 s Retry-After
+    else:
+        assert waited < 0.8
+
+
+def test_early_returns_hold_until_the_retry_after_and_stay_bounded() -> None:
+    early = EarlyReturns(max_hold_s=1.0, capacity=2)
+    early.refused(("10.0.0.1", 5000), 5.0, now=100.0)
+    assert early.hold(("10.0.0.1", 5000), now=100.5) == 1.0  # 4.5 s early: held for the cap
+    assert early.hold(("10.0.0.1", 5000), now=104.6) == pytest.approx(0.4)
+    assert early.hold(("10.0.0.1", 5001), now=100.5) == 0.0  # another connection
+    assert early.hold(("10.0.0.1", 5000), now=105.0) == 0.0  # honoured: forgotten
+    early.refused(("a", 1), 1.0, now=200.0)
+    early.refused(("b", 1), 1.0, now=200.0)
+    early.refused(("c", 1), 1.0, now=200.5)  # full of live entries: not recorded
+    assert early.hold(("c", 1), now=200.6) == 0.0 and early.hold(("a", 1), now=200.6) > 0
+    early.refused(("c", 1), 1.0, now=201.5)  # the others expired: room again
+    assert early.hold(("c", 1), now=201.6) > 0
+    early.refused(None, 1.0, now=0.0)  # no client address (a bare ASGI scope): nothing to key on
+    early.refused(("d", 1), None, now=0.0)  # a 503 without Retry-After: nothing to hold to
 
 
 def test_deadline_settings_must_be_ordered(tiny_artifact: Path) -> None:

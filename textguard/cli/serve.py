@@ -120,6 +120,9 @@ def serve(
     ),
     deadline_min_ms: int | None = typer.Option(None, help="shortest X-Deadline-Ms a client may ask [50]"),
     deadline_max_ms: int | None = typer.Option(None, help="longest X-Deadline-Ms a client may ask [30000]"),
+    retry_hold_ms: int | None = typer.Option(
+        None, help="hold a client that comes back before its Retry-After, up to this long; 0=never [1000]"
+    ),
     max_queue: int | None = typer.Option(None, help="queued texts before answering 503 [1024]"),
     batch_max_size: int | None = typer.Option(None, help="texts per forward pass [32]"),
     batch_gather_ms: float | None = typer.Option(

@@ -113,6 +113,7 @@ def create_app(
         max_ms=settings.deadline_max_ms,
         gate=app.state.admission,
         scored_paths=SCORED_PATHS,
+        retry_hold_ms=settings.retry_hold_ms,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(WebSocketAdmission)

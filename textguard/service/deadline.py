@@ -16,12 +16,21 @@ texts are queued (textguard.service.batcher):
   `Retry-After` of the time the work ahead needs to drain (at least 1 s). It is never queued for seconds.
 - a request admitted on an estimate that turned out wrong is refused (503) rather than scored once its
   deadline has passed while it waited, so nothing is answered far past its deadline.
+
+A client that comes back before the `Retry-After` of its last refusal (on a scoring route; the client is
+the connection, or the address a trusted proxy forwarded) waits out the rest of it, up to
+`retry_hold_ms`, and its request is then considered as if it arrived at that moment, its deadline
+counted from then (`EarlyReturns`). Refusals are cheap but not free: clients that resend at once
+drew 700-10,000 refusals a second from one process, whose event loop then took the GIL from the
+inference threads, and admitted requests were answered seconds past their deadline (README,
+Performance). Held, such a client costs one refusal per `Retry-After`, like one that honours it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +42,7 @@ __all__ = [
     "DEADLINE_HEADER",
     "AdmissionGate",
     "DeadlineMiddleware",
+    "EarlyReturns",
     "current_deadline",
     "deadline_after",
     "retry_after",
@@ -69,6 +79,7 @@ class DeadlineMiddleware:
         max_ms: int,
         gate: AdmissionGate | None = None,
         scored_paths: frozenset[str] = frozenset(),
+        retry_hold_ms: int = 0,
     ) -> None:
         self.app = app
         self.default_ms = default_ms
@@ -76,6 +87,7 @@ class DeadlineMiddleware:
         self.max_ms = max_ms
         self.gate = gate
         self.scored_paths = scored_paths
+        self.early = EarlyReturns(retry_hold_ms / 1000) if retry_hold_ms > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,9 +102,17 @@ class DeadlineMiddleware:
                 except InvalidInput as error:
                     await error_response(error)(scope, receive, send)
                     return
+        gate = self.gate if scope.get("path") in self.scored_paths else None
+        early = self.early if gate is not None else None
+        client = scope.get("client")
+        if early is not None:
+            hold = early.hold(client, start)
+            if hold > 0:
+                # Back before its Retry-After: the request arrives, for its deadline too, when that ends.
+                await asyncio.sleep(hold)
+                start = time.perf_counter()
         deadline = deadline_after(milliseconds, start)
         token = current_deadline.set(deadline)
-        gate = self.gate if scope.get("path") in self.scored_paths else None
         try:
             estimate = None
             status = 0
@@ -101,6 +121,8 @@ class DeadlineMiddleware:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
+                    if early is not None and status == 503:
+                        early.refused(client, _retry_after_header(message), time.perf_counter())
                 await send(message)
 
             if gate is not None:
@@ -109,7 +131,7 @@ class DeadlineMiddleware:
                 except Overloaded as error:
                     # No route has matched yet: name it for the metrics and the access log.
                     scope.setdefault("state", {})["route_path"] = scope.get("path")
-                    await error_response(error)(scope, receive, send)
+                    await error_response(error)(scope, receive, send_noting_status)
                     return
             try:
                 await self.app(scope, receive, send_noting_status if gate is not None else send)
@@ -247,6 +269,45 @@ class AdmissionGate:
         if self.requests > 0 or self.in_flight > 0:
             self._busy += now - self._changed_at
         self._changed_at = now
+
+
+class EarlyReturns:
+    """Clients refused with a `Retry-After`, and how long a request of theirs that comes back before it
+    is held (at most `max_hold_s`). Bounded: past `capacity` clients, expired entries are dropped, and
+    while it is still full nobody new is recorded (nobody is held rather than somebody wrongly)."""
+
+    def __init__(self, max_hold_s: float, capacity: int = 65_536) -> None:
+        self.max_hold_s = max_hold_s
+        self.capacity = capacity
+        self._until: dict[Hashable, float] = {}
+
+    def refused(self, client: Hashable, retry_after_s: float | None, now: float) -> None:
+        """`client` was refused at `now` and told to come back after `retry_after_s` seconds."""
+        if client is None or not retry_after_s:
+            return
+        if len(self._until) >= self.capacity and client not in self._until:
+            self._until = {key: until for key, until in self._until.items() if until > now}
+            if len(self._until) >= self.capacity:
+                return
+        self._until[client] = now + retry_after_s
+
+    def hold(self, client: Hashable, now: float) -> float:
+        """Seconds a request of `client` arriving at `now` waits (0 when it honoured its Retry-After)."""
+        until = self._until.get(client)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._until[client]
+            return 0.0
+        return min(until - now, self.max_hold_s)
+
+
+def _retry_after_header(message: Message) -> float | None:
+    for name, value in message.get("headers", []):
+        if name.lower() == b"retry-after":
+            text = value.decode("latin-1").strip()
+            return float(text) if text.isdigit() else None
+    return None
 
 
 def retry_after(seconds_ahead: float) -> float:

@@ -137,6 +137,12 @@ class ServiceSettings(BaseSettings):
     deadline_max_ms: int = Field(
         default=30_000, ge=1, description="longest deadline a client may ask for (X-Deadline-Ms)"
     )
+    retry_hold_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="a scoring request from a client that comes back before the Retry-After of its last "
+        "refusal waits out the rest of it, up to this long, before it is considered (0=never)",
+    )
 
     # -- batching and model refresh ----------------------------------------------------------------
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for inference before shedding load")
