@@ -19,15 +19,17 @@ import asyncio
 import json
 import statistics
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from serve_process import serve_process
+from serve_process import ServeProcess, serve_process
 
 from textguard.paths import project_root
 
 sys.path.insert(0, str(project_root() / "bench"))
-from http_load import closed_loop, percentile, post_bytes
+from http_load import Answer, closed_loop, percentile, post_bytes
 
 DEADLINE_MS = 300
 CLIENTS = 64
@@ -45,9 +47,9 @@ BODY = {
 }
 
 
-def test_under_overload_answered_requests_keep_the_deadline_and_refusals_are_immediate(
-    tiny_artifact: Path, tmp_path: Path
-) -> None:
+@contextmanager
+def _measured_server(tiny_artifact: Path, tmp_path: Path) -> Iterator[ServeProcess]:
+    """A real server with the test's deadline, its scoring rate measured from a few real requests."""
     args = [
         "--model-poll-seconds", "0",
         "--audit-url", f"sqlite:///{tmp_path / 'audit.db'}",
@@ -55,16 +57,30 @@ def test_under_overload_answered_requests_keep_the_deadline_and_refusals_are_imm
         "--max-messages", str(MESSAGES),
     ]  # fmt: skip
     with serve_process(tiny_artifact, tmp_path, args, {"TEXTGUARD_AUDIT_HASH_KEY": "overload"}) as server:
-        for _ in range(5):  # the service's rate is measured from real requests
+        for _ in range(5):
             assert httpx.post(f"{server.url}/v1/score", json=BODY, timeout=30).status_code == 200
-        request = post_bytes("/v1/score", json.dumps(BODY).encode())
-        answers = asyncio.run(
-            closed_loop(
-                "127.0.0.1", server.port, request, CLIENTS, BURST_S, keep_bodies=True, honour_retry_after=True
-            )
+        yield server
+
+
+def _flood(server: ServeProcess, honour_retry_after: bool) -> list[Answer]:
+    """CLIENTS closed-loop clients sending BODY for BURST_S; every answer is a decision or a 503."""
+    request = post_bytes("/v1/score", json.dumps(BODY).encode())
+    answers = asyncio.run(
+        closed_loop(
+            "127.0.0.1", server.port, request, CLIENTS, BURST_S,
+            keep_bodies=True, honour_retry_after=honour_retry_after,
         )
-        after = httpx.post(f"{server.url}/v1/score", json=BODY, timeout=30)
+    )  # fmt: skip
     assert {answer.status for answer in answers} <= {200, 503}
+    return answers
+
+
+def test_under_overload_answered_requests_keep_the_deadline_and_refusals_are_immediate(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    with _measured_server(tiny_artifact, tmp_path) as server:
+        answers = _flood(server, honour_retry_after=True)
+        after = httpx.post(f"{server.url}/v1/score", json=BODY, timeout=30)
     answered = [answer.seconds for answer in answers if answer.status == 200]
     refused = [answer for answer in answers if answer.status == 503]
     assert answered and refused, f"{len(answered)} answered, {len(refused)} refused: not an overload"
@@ -89,20 +105,8 @@ def test_under_overload_answered_requests_keep_the_deadline_and_refusals_are_imm
 def test_clients_that_resend_at_once_are_held_to_their_retry_after(
     tiny_artifact: Path, tmp_path: Path
 ) -> None:
-    args = [
-        "--model-poll-seconds", "0",
-        "--audit-url", f"sqlite:///{tmp_path / 'audit.db'}",
-        "--deadline-ms", str(DEADLINE_MS),
-        "--max-messages", str(MESSAGES),
-    ]  # fmt: skip
-    with serve_process(tiny_artifact, tmp_path, args, {"TEXTGUARD_AUDIT_HASH_KEY": "overload"}) as server:
-        for _ in range(5):
-            assert httpx.post(f"{server.url}/v1/score", json=BODY, timeout=30).status_code == 200
-        request = post_bytes("/v1/score", json.dumps(BODY).encode())
-        answers = asyncio.run(
-            closed_loop("127.0.0.1", server.port, request, CLIENTS, BURST_S, honour_retry_after=False)
-        )
-    assert {answer.status for answer in answers} <= {200, 503}
+    with _measured_server(tiny_artifact, tmp_path) as server:
+        answers = _flood(server, honour_retry_after=False)
     answered = [answer.seconds for answer in answers if answer.status == 200]
     refused = [answer.seconds for answer in answers if answer.status == 503]
     summary = (
