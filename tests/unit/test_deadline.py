@@ -20,6 +20,7 @@ from textguard.service.batcher import MicroBatcher
 from textguard.service.deadline import (
     DEADLINE_HEADER,
     AdmissionGate,
+    DeadlineMiddleware,
     EarlyReturns,
     current_deadline,
     deadline_after,
@@ -104,6 +105,41 @@ def test_a_client_back_before_its_retry_after_waits_out_the_rest_of_it(
         assert 0.8 <= waited < 2.0  # the rest of the 1 s Retry-After
     else:
         assert waited < 0.8
+
+
+def test_the_hold_keys_on_the_client_whatever_iterable_the_server_gives() -> None:
+    """ASGI allows the client address as a list (uvicorn gives a tuple): it must key the hold, not crash."""
+    answers = iter([503, 200])
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        status = next(answers)
+        headers = [(b"retry-after", b"1")] if status == 503 else []
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = DeadlineMiddleware(
+        app, default_ms=1000, min_ms=50, max_ms=30_000, gate=AdmissionGate(),
+        scored_paths=frozenset({"/v1/score"}), retry_hold_ms=200,
+    )  # fmt: skip
+
+    async def request() -> tuple[int, float]:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "path": "/v1/score", "headers": [], "client": ["10.1.2.3", 4567]}
+        started = time.perf_counter()
+        await middleware(scope, receive, send)
+        return sent[0]["status"], time.perf_counter() - started
+
+    first, _ = asyncio.run(request())
+    second, waited = asyncio.run(request())
+    assert (first, second) == (503, 200)
+    assert 0.15 <= waited < 1.0  # held for retry_hold_ms (0.2 s), not the whole 1 s Retry-After
 
 
 def test_early_returns_hold_until_the_retry_after_and_stay_bounded() -> None:

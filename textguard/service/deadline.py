@@ -104,7 +104,8 @@ class DeadlineMiddleware:
                     return
         gate = self.gate if scope.get("path") in self.scored_paths else None
         early = self.early if gate is not None else None
-        client = scope.get("client")
+        # The ASGI spec allows any two-item iterable here (uvicorn gives a tuple, others a list).
+        client = tuple(scope["client"]) if scope.get("client") else None
         if early is not None:
             hold = early.hold(client, start)
             if hold > 0:
