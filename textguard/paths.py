@@ -22,13 +22,18 @@ def project_root() -> Path:
 CACHE_ENV = "TEXTGUARD_CACHE_DIR"
 
 
-def backbones_cache_dir() -> Path:
-    """Prepared offline backbones: $TEXTGUARD_CACHE_DIR/backbones, else ~/.cache/textguard/backbones."""
+def cache_dir() -> Path:
+    """$TEXTGUARD_CACHE_DIR, else $XDG_CACHE_HOME/textguard, else ~/.cache/textguard."""
     override = os.environ.get(CACHE_ENV)
     if override:
-        return Path(override).expanduser() / "backbones"
+        return Path(override).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "textguard" / "backbones"
+    return Path(base) / "textguard"
+
+
+def backbones_cache_dir() -> Path:
+    """Prepared offline backbones: $TEXTGUARD_CACHE_DIR/backbones, else ~/.cache/textguard/backbones."""
+    return cache_dir() / "backbones"
 
 
 def shared_datasets_dir() -> Path:
