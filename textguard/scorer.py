@@ -17,12 +17,12 @@ Fail closed: a non-finite logit anywhere raises `InvalidScoresError` instead of 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -99,22 +99,54 @@ class WindowScores:
         )
 
 
+class DrainScores(NamedTuple):
+    """What scoring a batch of texts yields: which text each window belongs to, the windows' character
+    spans, and (indices, calibrated probabilities) per forward pass, in the order they ran."""
+
+    owner: np.ndarray
+    spans: list[tuple[int, int]]
+    batches: Iterable[tuple[list[int], np.ndarray]]
+
+
+class ScoringModel(Protocol):
+    """What deciding needs of a model: `Scorer` in this process, or the service's
+    `textguard.service.inference_process.ProcessScorer` (the same scorer in worker processes)."""
+
+    spec: ModelSpec
+    #: The precision the forward passes run in, and why it was chosen.
+    precision: PrecisionChoice
+
+    @property
+    def backend_name(self) -> str: ...
+
+    def score_drain(self, texts: Sequence[str], max_batch_size: int | None = None) -> DrainScores: ...
+
+    def score_windows(self, texts: Sequence[str]) -> WindowScores: ...
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
 class Scorer:
     def __init__(
         self,
         spec: ModelSpec,
-        tokenizer: Any,
+        tokenizer: Any | None,
         backend: InferenceBackend,
         *,
         source: str = "",
         max_batch_size: int = DEFAULT_BATCH_SIZE,
         max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
+        """`tokenizer` None: a scorer of token ids only (`iter_probabilities`), as the service's inference
+        processes run it, whose server tokenises."""
         self.spec = spec
-        given = backend_tokenizer(tokenizer)
         self._truncating: Any = None
         self._truncating_lock = threading.Lock()
-        if given.truncation is None and given.padding is None:
+        self.window_tokenizer: Any = None
+        given = None if tokenizer is None else backend_tokenizer(tokenizer)
+        if given is None:
+            pass
+        elif given.truncation is None and given.padding is None:
             # Already untruncated (from_artifact): windows use it, and `encode()`'s truncating copy is
             # made on first use. The service only ever needs windows; each copy of e5's 250k-piece
             # tokenizer costs half a second of cold start.
@@ -144,6 +176,7 @@ class Scorer:
         verified: bool = False,
         intra_op_threads: int | None = None,
         allow_spinning: bool = True,
+        with_tokenizer: bool = True,
         **options: Any,
     ) -> Scorer:
         """Load a scorer from a directory, `runs:/<id>/model` or `models:/<name>@<alias>`.
@@ -161,8 +194,8 @@ class Scorer:
         """
         directory = resolve_artifact(uri)
         spec = load_spec(directory)
-        with _verified_beside(directory, spec, enabled=verify and not verified):
-            tokenizer = load_tokenizer(directory, spec.max_length, truncate=False)
+        with verified_beside(directory, spec, enabled=verify and not verified):
+            tokenizer = load_tokenizer(directory, spec.max_length, truncate=False) if with_tokenizer else None
             # The parity record is read only from a verified artefact (its checksum is in the manifest).
             chosen = choose_precision(
                 precision,
@@ -196,7 +229,7 @@ class Scorer:
         """The truncating tokenizer of `encode()` (what training sees)."""
         with self._truncating_lock:
             if self._truncating is None:
-                self._truncating = truncating_copy(self.window_tokenizer, self.spec.max_length)
+                self._truncating = truncating_copy(self._window_tokenizer(), self.spec.max_length)
             return self._truncating
 
     # -- the scoring path -------------------------------------------------------------------------
@@ -208,8 +241,13 @@ class Scorer:
     def windows(self, texts: Sequence[str]) -> EncodedWindows:
         """Normalise and tokenise whole texts into windows of the model's max_length."""
         return encode_windows(
-            texts, self.window_tokenizer, self.spec.max_length, prefix=self.spec.text_prefix
+            texts, self._window_tokenizer(), self.spec.max_length, prefix=self.spec.text_prefix
         )
+
+    def _window_tokenizer(self) -> Any:
+        if self.window_tokenizer is None:
+            raise ModelLoadError("this scorer was loaded without a tokenizer: it scores token ids only")
+        return self.window_tokenizer
 
     def iter_logits(
         self, input_ids: Sequence[Sequence[int]], max_batch_size: int | None = None
@@ -232,6 +270,20 @@ class Scorer:
         """(indices, calibrated probabilities) per forward pass; see `iter_logits`."""
         for batch, logits in self.iter_logits(input_ids, max_batch_size):
             yield batch, probabilities(logits, self.spec)
+
+    def score_drain(self, texts: Sequence[str], max_batch_size: int | None = None) -> DrainScores:
+        """Windows of `texts` and their probabilities, one forward pass at a time (lazily: the service's
+        batcher answers a request as soon as the pass holding its last window is done)."""
+        windows = self.windows(texts)
+        return DrainScores(
+            np.asarray(windows.owner, dtype=np.int64),
+            windows.spans,
+            self.iter_probabilities(windows.input_ids, max_batch_size),
+        )
+
+    @property
+    def backend_name(self) -> str:
+        return str(getattr(self.backend, "name", type(self.backend).__name__))
 
     def logits_from_ids(self, input_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Logits [n, labels] in input order, one row per id sequence."""
@@ -267,8 +319,26 @@ class Scorer:
         return to_predictions(self.predict_proba(texts), self.spec)
 
 
+#: Words in the warm-up texts: short chat, typical, and one full window (the model's max_length: a
+#: word per token at least). 512 words (several windows in one pass) cost e5 0.45 s of its cold start.
+WARMUP_WORDS = (4, 24)
+
+
+def warm_up(scorer: Scorer, batch_size: int) -> None:
+    """Forward passes at a few lengths and at the serving batch size, so the first requests don't pay
+    for lazy initialisation (allocator growth, kernel selection, oneDNN primitive caches). Token ids
+    only (what ids they are does not matter), so a scorer without a tokenizer warms up alike."""
+    # Every length alone, the shortest also at the serving batch size: a long text at the full batch
+    # size cost e5 about a second of cold start and primes nothing the others do not.
+    filler = scorer.spec.pad_token_id + 1
+    for words in (*WARMUP_WORDS, scorer.spec.max_length):
+        length = min(words + 2, scorer.spec.max_length)  # the words and the two special tokens
+        for size in sorted({1, batch_size}) if words == min(WARMUP_WORDS) else (1,):
+            scorer.logits_from_ids([[filler] * length] * size)
+
+
 @contextmanager
-def _verified_beside(directory: Path, spec: ModelSpec, *, enabled: bool) -> Iterator[None]:
+def verified_beside(directory: Path, spec: ModelSpec, *, enabled: bool) -> Iterator[None]:
     """Hash the artefact's files in a thread while the body loads them (hashlib releases the GIL), and
     raise its integrity error at the end: what was built from a tampered file is never returned, and a
     load that failed on one reports the tampering rather than its own error."""

@@ -126,11 +126,19 @@ def serve(
     max_queue: int | None = typer.Option(None, help="queued texts before answering 503 [1024]"),
     batch_max_size: int | None = typer.Option(None, help="texts per forward pass [32]"),
     batch_gather_ms: float | None = typer.Option(
-        None, help="while another worker is busy, wait up to this long for a full batch [25]"
+        None,
+        help="while another worker is busy, wait up to this long for a full batch [0 with inference "
+        "processes, 25 with threads]",
     ),
     inference_workers: int | None = typer.Option(None, help="forward passes run at once; 0=one per core [0]"),
     inference_threads: int | None = typer.Option(
         None, help="threads per forward pass (torch and ONNX); 0=cores / workers [0]"
+    ),
+    inference_processes: bool | None = typer.Option(
+        None,
+        "--inference-processes/--no-inference-processes",
+        help="run each inference worker's forward passes in a process of its own, or in threads of the "
+        "server [processes]",
     ),
     model_poll_seconds: float | None = typer.Option(None, help="model refresh poll period, 0=off [30]"),
     hash_lists: Path | None = typer.Option(
@@ -251,6 +259,12 @@ class _Preload:
 
         self.verified: Future[None] = Future()
         self.loaded: Future[Any] = Future()
+        self._first_worker = None
+        if settings.inference_processes:
+            from textguard.inference_worker import WorkerProcess
+
+            # Its torch import runs on the other core from here on, beside everything below.
+            self._first_worker = WorkerProcess(preimport_torch=settings.backend == "torch")
         if directory is None:  # a registry model: checked when downloaded, and by the loader
             self.verified.set_result(None)
         else:
@@ -273,7 +287,7 @@ class _Preload:
         try:
             from textguard.service.model_manager import ModelManager
 
-            loaded = ModelManager(settings).load_now(verified=verified)
+            loaded = ModelManager(settings, first_worker=self._first_worker).load_now(verified=verified)
         except BaseException as exc:  # a tampered file explains a failed load best: report that
             self.loaded.set_exception(self.verified.exception() or exc)
             return

@@ -10,7 +10,7 @@ from textguard.moderation.context import Source
 from textguard.policy import Action, Policy
 
 if TYPE_CHECKING:
-    from textguard.scorer import Scorer
+    from textguard.scorer import Scorer, ScoringModel
     from textguard.spec import ModelSpec
 
 
@@ -96,7 +96,7 @@ class ItemDecision:
 class ServedModel:
     """The model that made a decision: the scorer and the name/version the audit trail records."""
 
-    scorer: Scorer
+    scorer: ScoringModel
     name: str
     version: str
     alias: str | None = None

@@ -182,8 +182,13 @@ async def _start(
         max_queue=settings.max_queue,
         metrics=metrics,
         workers=workers,
-        gather_seconds=settings.batch_gather_ms / 1000,
-        on_worker_start=lambda: _set_torch_threads(threads) if settings.backend == "torch" else None,
+        gather_seconds=settings.gather_seconds(),
+        # With inference processes each process sets its own threads, and this one never imports torch.
+        on_worker_start=lambda: (
+            _set_torch_threads(threads)
+            if settings.backend == "torch" and not settings.inference_processes
+            else None
+        ),
     )
     languages = LanguageDetector()
     app.state.model_manager = manager

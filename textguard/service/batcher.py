@@ -313,15 +313,14 @@ class MicroBatcher:
         scorer = model.scorer
         texts = [text for job in jobs for text in job.texts]
         first_text = np.cumsum([0] + [len(job.texts) for job in jobs])
-        windows = scorer.windows(texts)
-        owner = np.asarray(windows.owner, dtype=np.int64)
+        owner, spans, batches = scorer.score_drain(texts, self.max_batch_size)
         # A job's windows are contiguous (windows come in text order): [first_window[j], first_window[j+1]).
         first_window = np.searchsorted(owner, first_text)
         window_job = np.searchsorted(first_text, owner, side="right") - 1
         remaining = np.bincount(window_job, minlength=len(jobs))
-        probs = np.zeros((len(windows), len(scorer.spec.labels)), dtype=np.float64)
+        probs = np.zeros((len(owner), len(scorer.spec.labels)), dtype=np.float64)
         unresolved = len(jobs)
-        for batch, values in scorer.iter_probabilities(windows.input_ids, self.max_batch_size):
+        for batch, values in batches:
             probs[batch] = values
             if self.metrics is not None:
                 self.metrics.batch_size.observe(len(batch))
@@ -336,7 +335,7 @@ class MicroBatcher:
                     result = WindowScores(
                         probs[rows].copy(),
                         owner[rows] - first_text[number],
-                        windows.spans[rows],
+                        spans[rows],
                         len(jobs[number].texts),
                     )
                     _resolve(jobs[number], (result, model))

@@ -41,6 +41,7 @@ STATUS: dict[str, int] = {
     "overloaded": 503,
     "audit_unavailable": 503,
     "context_unavailable": 503,
+    "inference_unavailable": 503,
 }
 _HTTP_STATUS_KIND = {status: kind for kind, status in reversed(STATUS.items())}
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -29,19 +30,17 @@ from textguard.errors import ModelLoadError, TextguardError
 from textguard.labels import LABELS
 from textguard.moderation.decision import ServedModel
 from textguard.policy import PolicySet, check_against_model
+from textguard.scorer import warm_up
 from textguard.service.errors import NotReady
 from textguard.spec import SPEC_FILENAME, spec_fingerprint
 
 if TYPE_CHECKING:
-    from textguard.scorer import Scorer
+    from textguard.inference_worker import WorkerProcess
+    from textguard.scorer import Scorer, ScoringModel
     from textguard.service.metrics import ServiceMetrics
     from textguard.service.settings import ServiceSettings
 
 logger = logging.getLogger("textguard.service.model")
-
-#: Words in the warm-up texts: short chat, typical, and one full window (the model's max_length: a
-#: word per token at least). 512 words (several windows in one pass) cost e5 0.45 s of its cold start.
-WARMUP_WORDS = (4, 24)
 
 
 @dataclass(frozen=True)
@@ -117,8 +116,12 @@ class ModelManager:
         metrics: ServiceMetrics | None = None,
         version_of: Callable[[ModelRef], str] | None = None,
         preload: Future[LoadedModel] | None = None,
+        first_worker: WorkerProcess | None = None,
     ) -> None:
+        """`first_worker`: with `inference_processes`, a worker process started early (by `textguard
+        serve`, before the web stack is imported) that the first load uses."""
         self.settings = settings
+        self._first_worker = first_worker
         #: The first load, already under way (`textguard serve` starts it early): adopted, not repeated.
         self._preload = preload
         self.ref = parse_model_uri(settings.model)
@@ -146,7 +149,7 @@ class ModelManager:
         return model
 
     @property
-    def scorer(self) -> Scorer:
+    def scorer(self) -> ScoringModel:
         return self.current.scorer
 
     @property
@@ -176,6 +179,8 @@ class ModelManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._current is not None:
+            await asyncio.to_thread(_close, self._current.scorer)
 
     async def _load_then_watch(self) -> None:
         retry = max(self.settings.model_poll_seconds, 1.0) if self.settings.model_poll_seconds else 5.0
@@ -229,29 +234,49 @@ class ModelManager:
         return self._load(self._version_of(self.ref), verified=verified)
 
     def _load(self, version: str, *, verified: bool = False) -> LoadedModel:
-        from textguard.scorer import Scorer
-
         uri = f"models:/{self.ref.name}/{version}" if self.ref.is_registry_alias else self.ref.uri
         started = time.perf_counter()
-        scorer = Scorer.from_artifact(
-            uri,
-            backend=self.settings.backend,
-            quantized=self.settings.quantized,
-            precision=self.settings.precision,
-            verified=verified,
-            max_batch_size=self.settings.batch_max_size,
-            intra_op_threads=self.settings.inference_layout()[1],
-            # The inference thread shares the cores with the event loop: spinning workers starve it.
-            allow_spinning=False,
-        )
-        if list(scorer.spec.labels) != list(LABELS):
-            raise ModelLoadError(
-                f"{uri} predicts {scorer.spec.labels}, but this service serves the taxonomy {list(LABELS)}"
-            )
-        # A policy may not become laxer than the model it runs with (e.g. a strict policy after a swap).
-        check_against_model(PolicySet.load(self.settings.policy), scorer.spec.thresholds, uri)
-        if self.settings.warmup:
-            warm_up(scorer, self.settings.batch_max_size)
+        workers, threads = self.settings.inference_layout()
+        options = {
+            "backend": self.settings.backend,
+            "quantized": self.settings.quantized,
+            "precision": self.settings.precision,
+            "verified": verified,
+            "max_batch_size": self.settings.batch_max_size,
+            "intra_op_threads": threads,
+            # The inference threads share the cores with the event loop: spinning workers starve it.
+            "allow_spinning": False,
+        }
+        warmup_batch = self.settings.batch_max_size if self.settings.warmup else 0
+        scorer: ScoringModel
+        if self.settings.inference_processes:
+            from textguard.artifact import resolve_artifact
+            from textguard.inference_worker import LoadRequest
+            from textguard.service.inference_process import ProcessScorer
+
+            # Downloaded (registry) or resolved here once; every worker process loads that directory.
+            directory = resolve_artifact(uri)
+            request = LoadRequest(str(directory), options, threads, warmup_batch)
+            first, self._first_worker = self._first_worker, None
+            scorer = ProcessScorer.start(request, directory, processes=workers, first=first)
+        else:
+            from textguard.scorer import Scorer
+
+            local = Scorer.from_artifact(uri, **options)  # type: ignore[arg-type]
+            if warmup_batch:
+                warm_up(local, warmup_batch)
+            scorer = local
+        try:
+            if list(scorer.spec.labels) != list(LABELS):
+                raise ModelLoadError(
+                    f"{uri} predicts {scorer.spec.labels}, but this service serves the taxonomy "
+                    f"{list(LABELS)}"
+                )
+            # A policy may not become laxer than the model it runs with (e.g. a strict policy after a swap).
+            check_against_model(PolicySet.load(self.settings.policy), scorer.spec.thresholds, uri)
+        except BaseException:
+            _close(scorer)
+            raise
         logger.info(
             "model loaded",
             extra={
@@ -261,6 +286,7 @@ class ModelManager:
                     "backend": self.settings.backend,
                     "precision": scorer.precision.precision,
                     "precision_reason": scorer.precision.reason,
+                    "inference_processes": workers if self.settings.inference_processes else 0,
                     "seconds": round(time.perf_counter() - started, 2),
                 }
             },
@@ -279,6 +305,10 @@ class ModelManager:
             if previous is not None:
                 self.metrics.model_swaps.inc()
         if previous is not None:
+            # In-flight drains finish on the old model first (`close` waits for its worker processes).
+            threading.Thread(
+                target=_close, args=(previous.scorer,), name="textguard-close-model", daemon=True
+            ).start()
             self.swaps += 1
             logger.info(
                 "model swapped",
@@ -299,12 +329,8 @@ class ModelManager:
         )
 
 
-def warm_up(scorer: Scorer, batch_size: int) -> None:
-    """Forward passes at a few lengths and at the serving batch size, so the first requests don't pay
-    for lazy initialisation (allocator growth, kernel selection, oneDNN primitive caches)."""
-    # Every length alone, the shortest also at the serving batch size: a long text at the full batch
-    # size cost e5 about a second of cold start and primes nothing the others do not.
-    for words in (*WARMUP_WORDS, scorer.spec.max_length):
-        text = " ".join(["meeting"] * words)
-        for size in sorted({1, batch_size}) if words == min(WARMUP_WORDS) else (1,):
-            scorer.logits_from_ids(scorer.windows([text] * size).input_ids)
+def _close(scorer: ScoringModel) -> None:
+    """Release what a model holds beyond memory (a `ProcessScorer`'s worker processes)."""
+    close = getattr(scorer, "close", None)
+    if close is not None:
+        close()

@@ -76,7 +76,7 @@ async def model(request: Request, models: Models, caller: Caller) -> Any:
         thresholds=dict(spec.thresholds),
         temperature=spec.temperature,
         max_length=spec.max_length,
-        backend=current.scorer.backend.name,
+        backend=current.scorer.backend_name,
         precision=current.scorer.precision.precision,
         precision_reason=current.scorer.precision.reason,
         policies=request.app.state.policies.describe(),

@@ -1,0 +1,142 @@
+"""Forward passes in worker processes (`inference_processes`): the same scores as in this process, a dead
+worker replaced, failed loads leave nothing running, and a server's workers end with it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from serve_process import serve_process
+
+from textguard.errors import ModelLoadError
+from textguard.inference_worker import LoadRequest
+from textguard.scorer import Scorer
+from textguard.service.inference_process import InferenceUnavailable, ProcessScorer
+
+TEXTS = [
+    "see you all at the standup tomorrow",
+    "",
+    "ok",
+    # Longer than one window of the tiny model (64 tokens): several windows, one text.
+    " ".join(["the quarterly planning meeting will cover the roadmap and the budget"] * 12),
+    "i will find you after the meeting and make you pay",
+]
+OPTIONS = {"backend": "torch", "precision": "fp32", "verified": False, "max_batch_size": 2}
+
+
+def _workers() -> list[psutil.Process]:
+    """This test process's inference worker processes."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "textguard.inference_worker" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
+
+
+def _gone(processes: list[psutil.Process], timeout: float = 10.0) -> bool:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return not alive
+
+
+@pytest.fixture
+def process_scorer(tiny_artifact: Path) -> Iterator[ProcessScorer]:
+    scorer = ProcessScorer.start(LoadRequest(str(tiny_artifact), OPTIONS, 1, 2), tiny_artifact, processes=1)
+    try:
+        yield scorer
+    finally:
+        scorer.close(grace=10)
+
+
+def test_scores_are_those_of_the_scorer_in_this_process(
+    process_scorer: ProcessScorer, tiny_artifact: Path
+) -> None:
+    local = Scorer.from_artifact(tiny_artifact, precision="fp32", max_batch_size=2)
+    ours, theirs = process_scorer.score_windows(TEXTS), local.score_windows(TEXTS)
+    assert ours.n_texts == theirs.n_texts == len(TEXTS)
+    np.testing.assert_array_equal(ours.owner, theirs.owner)
+    assert ours.spans == theirs.spans
+    assert np.bincount(ours.owner)[3] > 1  # the long text really had several windows
+    np.testing.assert_allclose(ours.probabilities, theirs.probabilities, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(process_scorer.predict_proba(TEXTS), local.predict_proba(TEXTS), atol=1e-6)
+
+    owner, _, batches = process_scorer.score_drain(TEXTS, 2)
+    passes = list(batches)
+    assert all(len(indices) <= 2 for indices, _ in passes)  # the worker honoured the batch size
+    assert sorted(index for indices, _ in passes for index in indices) == list(range(len(owner)))
+    assert process_scorer.spec.labels == local.spec.labels
+    assert process_scorer.precision.precision == "fp32"
+    assert process_scorer.backend_name == "torch"
+
+
+def test_close_stops_the_workers(tiny_artifact: Path) -> None:
+    before = {process.pid for process in _workers()}
+    scorer = ProcessScorer.start(LoadRequest(str(tiny_artifact), OPTIONS, 1, 0), tiny_artifact, processes=2)
+    deadline = time.monotonic() + 60
+    while scorer.processes < 2 and time.monotonic() < deadline:  # the second starts behind the first
+        time.sleep(0.1)
+    assert scorer.processes == 2
+    ours = [process for process in _workers() if process.pid not in before]
+    assert len(ours) == 2
+    scorer.close(grace=10)
+    assert _gone(ours)
+
+
+def test_a_dead_worker_fails_its_drain_with_503_and_is_replaced(process_scorer: ProcessScorer) -> None:
+    expected = process_scorer.predict_proba(TEXTS[:1])
+    (worker,) = _workers()
+    worker.kill()
+    worker.wait(10)
+    with pytest.raises(InferenceUnavailable) as refused:
+        process_scorer.predict_proba(TEXTS[:1])
+    assert refused.value.status == 503 and refused.value.retry_after
+    deadline = time.monotonic() + 60
+    while process_scorer.processes < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    np.testing.assert_allclose(process_scorer.predict_proba(TEXTS[:1]), expected, atol=1e-6)
+    (replacement,) = _workers()
+    assert replacement.pid != worker.pid
+
+
+def test_a_tampered_artefact_is_refused_and_leaves_no_worker(tiny_artifact_copy: Path) -> None:
+    weights = tiny_artifact_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError):
+        ProcessScorer.start(LoadRequest(str(tiny_artifact_copy), OPTIONS, 1, 0), tiny_artifact_copy, 1)
+    assert _workers() == []
+
+
+def test_a_worker_that_cannot_load_reports_why(tmp_path: Path, tiny_artifact: Path) -> None:
+    with pytest.raises(ModelLoadError, match="unknown backend"):
+        ProcessScorer.start(
+            LoadRequest(str(tiny_artifact), {**OPTIONS, "backend": "tpu"}, 1, 0), tiny_artifact, 1
+        )
+    assert _workers() == []
+
+
+@pytest.mark.parametrize("layout", [["--inference-processes"], ["--no-inference-processes"]])
+def test_a_server_scores_in_either_layout_and_its_workers_end_with_it(
+    tiny_artifact: Path, tmp_path: Path, layout: list[str]
+) -> None:
+    with serve_process(tiny_artifact, tmp_path, ["--inference-workers", "2", *layout]) as server:
+        answer = httpx.post(f"{server.url}/v1/score", json={"messages": [{"id": "1", "text": "hello"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["results"][0]["id"] == "1"
+        workers = [
+            child
+            for child in server.ps.children(recursive=True)
+            if "textguard.inference_worker" in " ".join(child.cmdline())
+        ]
+        if layout == ["--inference-processes"]:
+            assert 1 <= len(workers) <= 2  # the second may still be starting
+        else:
+            assert workers == []
+    assert _gone(workers)

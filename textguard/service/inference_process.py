@@ -1,0 +1,198 @@
+"""Forward passes in worker processes beside the event loop (`inference_processes`).
+
+With threads, the event loop and the inference workers share one interpreter lock: the loop waits while a
+forward pass runs Python between operators, a forward pass waits while the loop parses and answers
+requests, and a start-up imports torch and reads e5's tokenizer (about a second each, lock held) one
+after the other beside the web stack. `ProcessScorer` keeps tokenisation in the server (the Rust
+tokenizer releases the lock) and runs the forward passes in `textguard.inference_worker` processes,
+one per inference worker: at start-up the first worker imports torch and loads the weights on one core
+while the server imports its web stack and reads the tokenizer on the other.
+
+The first worker is started before anything else (`textguard serve` hands it in) and the service is
+ready once it is; the others start one after the other behind it (several loading at once shared the
+cores between copies of one start-up) and join as each becomes ready. A worker that dies (killed, out of
+memory) fails the drain it was scoring with a 503 and is replaced in the background, loading the same
+artefact again (verified again).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from textguard.encoding import encode_windows, load_tokenizer
+from textguard.errors import ModelLoadError
+from textguard.inference_worker import LoadRequest, WorkerProcess
+from textguard.scorer import DrainScores, WindowScores, verified_beside
+from textguard.service.errors import ServiceError
+from textguard.spec import load_spec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from textguard.parity import PrecisionChoice
+    from textguard.spec import ModelSpec
+
+logger = logging.getLogger("textguard.service.inference")
+
+#: Seconds a drain waits for a free worker (all busy, or being replaced after a crash) before a 503.
+ACQUIRE_TIMEOUT_S = 30.0
+
+
+class InferenceUnavailable(ServiceError):
+    """No inference process could score the request (one died and is being replaced): retry shortly."""
+
+    default_kind = "inference_unavailable"
+
+
+class ProcessScorer:
+    """A `textguard.scorer.ScoringModel` that tokenises here and runs its forward passes in worker
+    processes, one drain per worker at a time (the batcher's threads each take a free one)."""
+
+    def __init__(
+        self,
+        request: LoadRequest,
+        spec: ModelSpec,
+        tokenizer: Any,
+        first: WorkerProcess,
+        precision: PrecisionChoice,
+        backend_name: str,
+    ) -> None:
+        self._request = request
+        self.spec = spec
+        self.precision = precision
+        self._tokenizer = tokenizer
+        self._backend_name = backend_name
+        self._idle: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
+        self._idle.put(first)
+        self._lock = threading.Lock()
+        #: Workers in the pool (idle or scoring); `close` collects this many.
+        self._pooled = 1
+        self._closing = False
+        #: Workers start one at a time (each start-up wants the cores to itself).
+        self._starting = threading.Lock()
+
+    @classmethod
+    def start(
+        cls, request: LoadRequest, directory: Path, processes: int, first: WorkerProcess | None = None
+    ) -> ProcessScorer:
+        """Load the model in `first` (or a new worker) while reading the spec and tokenizer here, and
+        verifying the artefact's checksums here unless `request.options["verified"]` says the caller
+        has; return once that worker is ready, the other `processes - 1` starting behind it."""
+        worker = first or WorkerProcess(preimport_torch=request.options.get("backend") == "torch")
+        verify = not request.options.get("verified", False)
+        try:
+            # The worker never hashes what this process verifies (and a tampered file fails the load).
+            worker.load(replace(request, options={**request.options, "verified": True}))
+            spec = load_spec(directory)
+            with verified_beside(directory, spec, enabled=verify):
+                tokenizer = load_tokenizer(directory, spec.max_length, truncate=False)
+                precision, backend_name = worker.wait_ready()
+        except BaseException:
+            worker.stop(timeout=1.0)
+            raise
+        scorer = cls(request, spec, tokenizer, worker, precision, backend_name)
+        for _ in range(max(1, processes) - 1):
+            threading.Thread(target=scorer._add_worker, name="textguard-inference-start", daemon=True).start()
+        return scorer
+
+    # -- ScoringModel ----------------------------------------------------------------------------------
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend_name
+
+    @property
+    def processes(self) -> int:
+        """Worker processes ready now (others may be starting)."""
+        return self._pooled
+
+    def score_drain(self, texts: Sequence[str], max_batch_size: int | None = None) -> DrainScores:
+        windows = encode_windows(texts, self._tokenizer, self.spec.max_length, prefix=self.spec.text_prefix)
+        owner = np.asarray(windows.owner, dtype=np.int64)
+        try:
+            worker = self._idle.get(timeout=ACQUIRE_TIMEOUT_S)
+        except queue.Empty:
+            raise InferenceUnavailable(
+                "no inference process is available; retry shortly", retry_after=2
+            ) from None
+        try:
+            batches = worker.probabilities(windows.input_ids, max_batch_size)
+        except (EOFError, OSError):
+            logger.error(
+                "an inference process died; failing its drain and starting a replacement",
+                extra={"fields": {"exit_code": worker.process.poll(), "texts": len(texts)}},
+            )
+            worker.stop(timeout=1.0)
+            with self._lock:
+                self._pooled -= 1
+            threading.Thread(target=self._add_worker, name="textguard-inference-restart", daemon=True).start()
+            raise InferenceUnavailable(
+                "the inference process scoring this request stopped; retry shortly", retry_after=2
+            ) from None
+        except BaseException:
+            self._idle.put(worker)  # it answered (with an error it reported): still usable
+            raise
+        self._idle.put(worker)
+        return DrainScores(owner, windows.spans, batches)
+
+    def score_windows(self, texts: Sequence[str]) -> WindowScores:
+        owner, spans, batches = self.score_drain(texts)
+        probabilities = np.zeros((len(owner), len(self.spec.labels)), dtype=np.float64)
+        for batch, values in batches:
+            probabilities[batch] = values
+        return WindowScores(probabilities, owner, list(spans), len(texts))
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.spec.labels)))
+        return self.score_windows(texts).per_text()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def close(self, grace: float = 60.0) -> None:
+        """Stop every worker once it has finished the drain it is scoring (at most `grace` seconds); a
+        worker still starting stops itself when ready."""
+        with self._lock:
+            self._closing = True
+            pooled = self._pooled
+        deadline = time.monotonic() + grace
+        for _ in range(pooled):
+            try:
+                worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            worker.stop()
+
+    def _add_worker(self) -> None:
+        """Start a worker and add it to the pool once ready (retried until it loads or this closes)."""
+        with self._starting:
+            while not self._closing:
+                worker = WorkerProcess(preimport_torch=self._request.options.get("backend") == "torch")
+                try:
+                    # The files may have changed since this model loaded: the worker verifies them itself.
+                    worker.load(replace(self._request, options={**self._request.options, "verified": False}))
+                    worker.wait_ready()
+                except (ModelLoadError, OSError) as exc:
+                    logger.error(
+                        "starting an inference process failed; retrying",
+                        extra={"fields": {"reason": str(exc)}},
+                    )
+                    worker.stop(timeout=1.0)
+                    time.sleep(5)
+                    continue
+                with self._lock:
+                    if not self._closing:
+                        self._pooled += 1
+                        self._idle.put(worker)
+                        logger.info("inference process ready", extra={"fields": {"processes": self._pooled}})
+                        return
+                worker.stop()
+                return
