@@ -30,6 +30,7 @@ on first use). Both get thresholds of 0.9, so the random head's bf16 parity reco
     python bench/serve_load.py --tiny --duration 2              # tiny random model: a smoke check
     python bench/serve_load.py --model path/to/artefact --backend onnx --quantized
     python bench/serve_load.py --servers textguard-torch textguard-onnx-int8 naive  # both backends
+    python bench/serve_load.py --servers textguard-torch textguard-torch-threads naive  # both layouts
     python bench/serve_load.py --processes 1 2                 # also `textguard serve --workers 2`
     python bench/serve_load.py --backbone e5                    # the multilingual backbone
 
@@ -264,7 +265,9 @@ def free_port() -> int:
 
 
 def variant(server: str, args: argparse.Namespace) -> tuple[str, bool]:
-    """(backend, quantized) of a textguard server name; plain "textguard" follows --backend/--quantized."""
+    """(backend, quantized) of a textguard server name; plain "textguard" follows --backend/--quantized.
+    A "-threads" suffix: the same server with its forward passes in threads (`--no-inference-processes`)."""
+    server = server.removesuffix("-threads")
     if server == "textguard":
         return args.backend, args.quantized
     backend = server.removeprefix("textguard-")
@@ -275,8 +278,10 @@ def server_label(server: str, args: argparse.Namespace, processes: int = 1) -> s
     if server == "naive":
         return "naive"
     backend, quantized = variant(server, args)
-    return f"textguard {backend}{' int8' if quantized else ''}" + (
-        f", {processes} processes" if processes > 1 else ""
+    return (
+        f"textguard {backend}{' int8' if quantized else ''}"
+        + (" (inference threads)" if server.endswith("-threads") else "")
+        + (f", {processes} server processes" if processes > 1 else "")
     )
 
 
@@ -301,6 +306,8 @@ def start_server(
             "--deadline-ms", "30000", "--deadline-max-ms", "30000",
         ]  # fmt: skip
         command += extra
+        if kind.endswith("-threads"):
+            command.append("--no-inference-processes")
         if processes > 1:
             command += ["--workers", str(processes)]
         if quantized:
@@ -685,8 +692,17 @@ def main() -> None:
         "--servers",
         nargs="+",
         default=["textguard", "naive"],
-        choices=["textguard", "textguard-torch", "textguard-onnx", "textguard-onnx-int8", "naive"],
-        help="textguard follows --backend/--quantized; the others name their backend",
+        choices=[
+            "textguard",
+            "textguard-torch",
+            "textguard-onnx",
+            "textguard-onnx-int8",
+            "naive",
+            "textguard-threads",
+            "textguard-torch-threads",
+        ],
+        help="textguard follows --backend/--quantized; the others name their backend; -threads: forward "
+        "passes in threads of the server (--no-inference-processes) instead of worker processes",
     )
     parser.add_argument(
         "--mode",
