@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("textguard.service.model")
 
+#: Seconds a replaced model keeps its worker processes after a hot swap, so that a drain which took the
+#: old model just before the swap still finds them (then `close` waits for the drains in progress).
+SWAP_CLOSE_GRACE_S = 2.0
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -305,9 +309,13 @@ class ModelManager:
             if previous is not None:
                 self.metrics.model_swaps.inc()
         if previous is not None:
-            # In-flight drains finish on the old model first (`close` waits for its worker processes).
+            # In-flight drains finish on the old model first: a drain that read the old reference just
+            # before the swap reaches its scorer within the grace, and `close` then waits for the drains.
             threading.Thread(
-                target=_close, args=(previous.scorer,), name="textguard-close-model", daemon=True
+                target=_close,
+                args=(previous.scorer, SWAP_CLOSE_GRACE_S),
+                name="textguard-close-model",
+                daemon=True,
             ).start()
             self.swaps += 1
             logger.info(
@@ -329,8 +337,9 @@ class ModelManager:
         )
 
 
-def _close(scorer: ScoringModel) -> None:
-    """Release what a model holds beyond memory (a `ProcessScorer`'s worker processes)."""
+def _close(scorer: ScoringModel, after: float = 0.0) -> None:
+    """Release what a model holds beyond memory (a `ProcessScorer`'s worker processes), `after` seconds."""
     close = getattr(scorer, "close", None)
     if close is not None:
+        time.sleep(after)
         close()
