@@ -143,18 +143,18 @@ class Scorer:
         self._truncating: Any = None
         self._truncating_lock = threading.Lock()
         self.window_tokenizer: Any = None
-        given = None if tokenizer is None else backend_tokenizer(tokenizer)
-        if given is None:
-            pass
-        elif given.truncation is None and given.padding is None:
-            # Already untruncated (from_artifact): windows use it, and `encode()`'s truncating copy is
-            # made on first use. The service only ever needs windows; each copy of e5's 250k-piece
-            # tokenizer costs half a second of cold start.
-            self.window_tokenizer = given
-        else:
-            self._truncating = given
-            # Windows read whole texts: a private copy that never truncates (encoding.untruncated_copy).
-            self.window_tokenizer = untruncated_copy(given)
+        if tokenizer is not None:
+            given = backend_tokenizer(tokenizer)
+            if given.truncation is None and given.padding is None:
+                # Already untruncated (from_artifact): windows use it, and `encode()`'s truncating copy
+                # is made on first use. The service only ever needs windows; each copy of e5's
+                # 250k-piece tokenizer costs half a second of cold start.
+                self.window_tokenizer = given
+            else:
+                self._truncating = given
+                # Windows read whole texts: a private copy that never truncates
+                # (encoding.untruncated_copy).
+                self.window_tokenizer = untruncated_copy(given)
         self.backend = backend
         self.source = source
         self.max_batch_size = max_batch_size
@@ -319,8 +319,9 @@ class Scorer:
         return to_predictions(self.predict_proba(texts), self.spec)
 
 
-#: Words in the warm-up texts: short chat, typical, and one full window (the model's max_length: a
-#: word per token at least). 512 words (several windows in one pass) cost e5 0.45 s of its cold start.
+#: Warm-up sequences, in tokens besides the two special ones: short chat, typical, and (added in
+#: `warm_up`) one full window of the model's max_length. Several windows in one pass (512 words) cost
+#: e5 0.45 s of its cold start.
 WARMUP_WORDS = (4, 24)
 
 
