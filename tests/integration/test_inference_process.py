@@ -45,6 +45,18 @@ def _gone(processes: list[psutil.Process], timeout: float = 10.0) -> bool:
     return not alive
 
 
+def _dead(process: psutil.Process, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {process.pid} still running")
+
+
 @pytest.fixture
 def process_scorer(tiny_artifact: Path) -> Iterator[ProcessScorer]:
     scorer = ProcessScorer.start(LoadRequest(str(tiny_artifact), OPTIONS, 1, 2), tiny_artifact, processes=1)
@@ -96,6 +108,11 @@ def test_a_dead_worker_fails_its_drain_with_503_and_is_replaced(process_scorer: 
     with pytest.raises(InferenceUnavailable) as refused:
         process_scorer.predict_proba(TEXTS[:1])
     assert refused.value.status == 503 and refused.value.retry_after
+    if process_scorer.processes == 0:  # the replacement is still loading: refused at once, not queued
+        started = time.monotonic()
+        with pytest.raises(InferenceUnavailable):
+            process_scorer.predict_proba(TEXTS[:1])
+        assert time.monotonic() - started < 1.0
     deadline = time.monotonic() + 60
     while process_scorer.processes < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -140,3 +157,27 @@ def test_a_server_scores_in_either_layout_and_its_workers_end_with_it(
         else:
             assert workers == []
     assert _gone(workers)
+
+
+def test_a_server_whose_only_worker_died_is_unready_until_the_replacement_is_ready(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    body = {"messages": [{"id": "1", "text": "hello"}]}
+    with serve_process(tiny_artifact, tmp_path, ["--inference-workers", "1"]) as server:
+        assert httpx.post(f"{server.url}/v1/score", json=body).status_code == 200
+        (worker,) = [
+            child
+            for child in server.ps.children(recursive=True)
+            if "textguard.inference_worker" in " ".join(child.cmdline())
+        ]
+        worker.kill()
+        _dead(worker)  # a zombie until the server notices: it is the server's child, not ours
+        refused = httpx.post(f"{server.url}/v1/score", json=body)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["type"] == "inference_unavailable"
+        assert refused.headers["retry-after"]
+        assert httpx.get(f"{server.url}/readyz").status_code == 503  # the replacement takes seconds
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{server.url}/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert httpx.post(f"{server.url}/v1/score", json=body).status_code == 200

@@ -119,6 +119,8 @@ class ProcessScorer:
         owner = np.asarray(windows.owner, dtype=np.int64)
         if self._closing:
             raise InferenceUnavailable("the inference processes are stopping; retry shortly", retry_after=2)
+        if self._pooled == 0:  # all died, replacements starting: refuse now rather than wait for one
+            raise InferenceUnavailable("no inference process is running; retry shortly", retry_after=2)
         try:
             worker = self._idle.get(timeout=ACQUIRE_TIMEOUT_S)
         except queue.Empty:

@@ -39,6 +39,9 @@ async def readyz(request: Request) -> JSONResponse:
     error: ServiceError | None = None
     if not manager.ready or not request.app.state.batcher.alive:
         error = NotReady(manager.error or "the model is still loading", retry_after=2)
+    elif getattr(manager.current.scorer, "processes", 1) == 0:
+        # Every inference process died (one is being replaced): route traffic elsewhere meanwhile.
+        error = NotReady("no inference process is running; a replacement is starting", retry_after=2)
     else:
         probe = getattr(request.app.state, "audit_probe", None)
         problem = await probe.problem() if probe is not None else None
