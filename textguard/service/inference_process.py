@@ -115,12 +115,12 @@ class ProcessScorer:
         return self._pooled
 
     def score_drain(self, texts: Sequence[str], max_batch_size: int | None = None) -> DrainScores:
-        windows = encode_windows(texts, self._tokenizer, self.spec.max_length, prefix=self.spec.text_prefix)
-        owner = np.asarray(windows.owner, dtype=np.int64)
         if self._closing:
             raise InferenceUnavailable("the inference processes are stopping; retry shortly", retry_after=2)
         if self._pooled == 0:  # all died, replacements starting: refuse now rather than wait for one
             raise InferenceUnavailable("no inference process is running; retry shortly", retry_after=2)
+        windows = encode_windows(texts, self._tokenizer, self.spec.max_length, prefix=self.spec.text_prefix)
+        owner = np.asarray(windows.owner, dtype=np.int64)
         try:
             worker = self._idle.get(timeout=ACQUIRE_TIMEOUT_S)
         except queue.Empty:
