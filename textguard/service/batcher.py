@@ -9,7 +9,9 @@ Requests put their texts on a bounded queue and await a future. Each worker thre
 3. run the windows through the scorer's one path (`Scorer.iter_probabilities`: length-sorted
    sub-batches of `batch_max_size`, so short chat messages do not pay for the padding of a long one,
    and the fail-closed check on non-finite scores), and resolve a request's future with its windows'
-   scores (`WindowScores`) as soon as its last window is done.
+   scores (`WindowScores`) as soon as its last window is done. Steps 2-3 are one call,
+   `score_drain`: with inference processes (`textguard.service.inference_process.ProcessScorer`) the
+   forward passes run in a worker process while this thread waits on its socket.
 
 Tokenising in the worker rather than in each request: one `encode_batch` per drain cost ~10% less CPU
 than one call per request on chat texts (bench/serve_load.py prints both), keeps that work off the
