@@ -30,13 +30,13 @@ from textguard.errors import ModelLoadError, TextguardError
 from textguard.labels import LABELS
 from textguard.moderation.decision import ServedModel
 from textguard.policy import PolicySet, check_against_model
-from textguard.scorer import warm_up
+from textguard.scorer import Scorer, warm_up
 from textguard.service.errors import NotReady
 from textguard.spec import SPEC_FILENAME, spec_fingerprint
 
 if TYPE_CHECKING:
     from textguard.inference_worker import WorkerProcess
-    from textguard.scorer import Scorer, ScoringModel
+    from textguard.scorer import ScoringModel
     from textguard.service.metrics import ServiceMetrics
     from textguard.service.settings import ServiceSettings
 
@@ -264,12 +264,7 @@ class ModelManager:
             first, self._first_worker = self._first_worker, None
             scorer = ProcessScorer.start(request, directory, processes=workers, first=first)
         else:
-            from textguard.scorer import Scorer
-
-            local = Scorer.from_artifact(uri, **options)  # type: ignore[arg-type]
-            if warmup_batch:
-                warm_up(local, warmup_batch)
-            scorer = local
+            scorer = Scorer.from_artifact(uri, **options)  # type: ignore[arg-type]
         try:
             if list(scorer.spec.labels) != list(LABELS):
                 raise ModelLoadError(
@@ -281,6 +276,8 @@ class ModelManager:
         except BaseException:
             _close(scorer)
             raise
+        if warmup_batch and isinstance(scorer, Scorer):  # worker processes warm up before they are ready
+            warm_up(scorer, warmup_batch)
         logger.info(
             "model loaded",
             extra={
