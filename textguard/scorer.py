@@ -107,6 +107,13 @@ class DrainScores(NamedTuple):
     spans: list[tuple[int, int]]
     batches: Iterable[tuple[list[int], np.ndarray]]
 
+    def collect(self, labels: int, n_texts: int) -> WindowScores:
+        """Every pass's probabilities put in window order: the scores of all `n_texts` texts at once."""
+        probabilities = np.zeros((len(self.owner), labels), dtype=np.float64)
+        for batch, values in self.batches:
+            probabilities[batch] = values
+        return WindowScores(probabilities, self.owner, list(self.spans), n_texts)
+
 
 class ScoringModel(Protocol):
     """What deciding needs of a model: `Scorer` in this process, or the service's
@@ -294,11 +301,7 @@ class Scorer:
 
     def score_windows(self, texts: Sequence[str]) -> WindowScores:
         """Calibrated probabilities of every window of `texts`."""
-        windows = self.windows(texts)
-        probs = np.zeros((len(windows), len(self.spec.labels)), dtype=np.float64)
-        for batch, values in self.iter_probabilities(windows.input_ids):
-            probs[batch] = values
-        return WindowScores(probs, np.asarray(windows.owner, dtype=np.int64), windows.spans, len(texts))
+        return self.score_drain(texts).collect(len(self.spec.labels), len(texts))
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Logits [n, labels]: per label, the text's highest window (what calibration is fitted on)."""

@@ -148,11 +148,7 @@ class ProcessScorer:
         return DrainScores(owner, windows.spans, batches)
 
     def score_windows(self, texts: Sequence[str]) -> WindowScores:
-        owner, spans, batches = self.score_drain(texts)
-        probabilities = np.zeros((len(owner), len(self.spec.labels)), dtype=np.float64)
-        for batch, values in batches:
-            probabilities[batch] = values
-        return WindowScores(probabilities, owner, list(spans), len(texts))
+        return self.score_drain(texts).collect(len(self.spec.labels), len(texts))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
