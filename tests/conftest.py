@@ -14,6 +14,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+# In-process servers share this process with the whole suite: gc.freeze() would keep every later test's
+# reference cycles for good (tests/integration/test_heap_freeze.py turns it on in a process of its own).
+os.environ.setdefault("TEXTGUARD_FREEZE_HEAP", "0")
 
 TESTS_DIR = Path(__file__).parent
 DATA_DIR = TESTS_DIR / "data"

@@ -140,6 +140,11 @@ def serve(
         help="run each inference worker's forward passes in a process of its own, or in threads of the "
         "server [processes]",
     ),
+    freeze_heap: bool | None = typer.Option(
+        None,
+        "--freeze-heap/--no-freeze-heap",
+        help="once the model is in, keep start-up objects out of the garbage collector's full scans [on]",
+    ),
     model_poll_seconds: float | None = typer.Option(None, help="model refresh poll period, 0=off [30]"),
     hash_lists: Path | None = typer.Option(
         None, help="hash list store of known content (`textguard hashes`), reloaded on change [none]"

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from textguard.moderation.decision import ServedModel
 from textguard.policy import PolicySet, check_against_model
 from textguard.scorer import Scorer, warm_up
 from textguard.service.errors import NotReady
+from textguard.service.heap import freeze_long_lived, refreeze_once_released
 from textguard.spec import SPEC_FILENAME, spec_fingerprint
 
 if TYPE_CHECKING:
@@ -298,6 +300,8 @@ class ModelManager:
 
     def _install(self, loaded: LoadedModel) -> None:
         previous = self._current
+        if previous is None and self.settings.freeze_heap:
+            freeze_long_lived()  # start-up is over: its objects leave the collector's full scans
         self._current = loaded  # the swap: one reference assignment
         self.error = None
         self._first_outcome.set()
@@ -309,8 +313,8 @@ class ModelManager:
             # In-flight drains finish on the old model first: a drain that read the old reference just
             # before the swap reaches its scorer within the grace, and `close` then waits for the drains.
             threading.Thread(
-                target=_close,
-                args=(previous.scorer, SWAP_CLOSE_GRACE_S),
+                target=_close_replaced,
+                args=([previous.scorer], self.settings.freeze_heap),
                 name="textguard-close-model",
                 daemon=True,
             ).start()
@@ -340,3 +344,13 @@ def _close(scorer: ScoringModel, after: float = 0.0) -> None:
     if close is not None:
         time.sleep(after)
         close()
+
+
+def _close_replaced(holder: list[ScoringModel], frozen: bool) -> None:
+    """Close a model replaced by a hot swap after the grace, then let go of it (the holder is this
+    thread's only reference) and, with a frozen heap, freeze again once the model is gone."""
+    released = weakref.ref(holder[0])
+    _close(holder[0], SWAP_CLOSE_GRACE_S)
+    holder.clear()
+    if frozen and not refreeze_once_released(released):
+        logger.warning("a replaced model was still referenced a minute after the swap; heap left unfrozen")
