@@ -34,10 +34,13 @@ def refreeze_once_released(
     `released()` (a weak reference to the replaced model) says it is gone, collecting every `every_s`
     until then (each a full scan). Freezing while anything still held the old model would keep its
     reference cycles for good; if it is not released within `timeout_s` the heap stays unfrozen (full
-    scans pause as they did before freezing, but nothing leaks). True if frozen again."""
-    gc.unfreeze()
+    scans pause as they did before freezing, but nothing leaks). True if frozen again.
+
+    Unfrozen again before every collection: after two swaps in quick succession, the first one's
+    freeze may have caught the second replaced model while it was still held."""
     deadline = time.monotonic() + timeout_s
     while True:
+        gc.unfreeze()
         gc.collect()
         if released() is None:
             gc.freeze()
