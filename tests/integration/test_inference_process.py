@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -121,6 +121,31 @@ def test_a_dead_worker_fails_its_drain_with_503_and_is_replaced(process_scorer: 
     assert replacement.pid != worker.pid
 
 
+def test_a_worker_that_dies_idle_is_replaced_before_any_request_meets_it(tiny_artifact: Path) -> None:
+    before = {process.pid for process in _workers()}
+    scorer = ProcessScorer.start(LoadRequest(str(tiny_artifact), OPTIONS, 1, 0), tiny_artifact, processes=2)
+    try:
+        _wait_for(lambda: scorer.processes == 2)
+        expected = scorer.predict_proba(TEXTS[:1])
+        victim, survivor = [process for process in _workers() if process.pid not in before]
+        victim.kill()
+        _wait_for(lambda: scorer.processes == 1, timeout=5)  # noticed with no request sent
+        for _ in range(4):  # the dead worker may still sit in the idle queue: never handed a drain
+            np.testing.assert_allclose(scorer.predict_proba(TEXTS[:1]), expected, atol=1e-6)
+        _wait_for(lambda: scorer.processes == 2)
+        pids = {process.pid for process in _workers()} - before
+        assert victim.pid not in pids and survivor.pid in pids and len(pids) == 2
+    finally:
+        scorer.close(grace=10)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def test_a_tampered_artefact_is_refused_and_leaves_no_worker(tiny_artifact_copy: Path) -> None:
     weights = tiny_artifact_copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -172,6 +197,8 @@ def test_a_server_whose_only_worker_died_is_unready_until_the_replacement_is_rea
         ]
         worker.kill()
         _dead(worker)  # a zombie until the server notices: it is the server's child, not ours
+        # Unready as soon as the server notices, before any request meets the dead worker.
+        _wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 503, timeout=5)
         refused = httpx.post(f"{server.url}/v1/score", json=body)
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["type"] == "inference_unavailable"

@@ -12,7 +12,9 @@ The first worker is started before anything else (`textguard serve` hands it in)
 ready once it is; the others start one after the other behind it (several loading at once shared the
 cores between copies of one start-up) and join as each becomes ready. A worker that dies (killed, out of
 memory) fails the drain it was scoring with a 503 and is replaced in the background, loading the same
-artefact again (verified again).
+artefact again (verified again). One that dies while idle is noticed within `WATCH_INTERVAL_S` (and
+before any drain takes it), so no request is handed to it: readiness drops at once when it was the last
+one, and its replacement starts without waiting for a request to fail.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ logger = logging.getLogger("textguard.service.inference")
 
 #: Seconds a drain waits for a free worker (all busy, or being replaced after a crash) before a 503.
 ACQUIRE_TIMEOUT_S = 30.0
+#: How often the worker processes are checked for having exited while idle.
+WATCH_INTERVAL_S = 0.5
 
 
 class InferenceUnavailable(ServiceError):
@@ -73,11 +77,14 @@ class ProcessScorer:
         self._idle: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
         self._idle.put(first)
         self._lock = threading.Lock()
-        #: Workers in the pool (idle or scoring); `close` collects this many.
-        self._pooled = 1
+        #: Workers in the pool (idle or scoring); a dead one leaves it once (`_retire`), though it may
+        #: still sit in the idle queue until a drain or `close` takes it out.
+        self._live = {first}
         self._closing = False
+        self._closed = threading.Event()
         #: Workers start one at a time (each start-up wants the cores to itself).
         self._starting = threading.Lock()
+        threading.Thread(target=self._watch, name="textguard-inference-watch", daemon=True).start()
 
     @classmethod
     def start(
@@ -112,32 +119,19 @@ class ProcessScorer:
     @property
     def processes(self) -> int:
         """Worker processes ready now (others may be starting)."""
-        return self._pooled
+        return len(self._live)
 
     def score_drain(self, texts: Sequence[str], max_batch_size: int | None = None) -> DrainScores:
         if self._closing:
             raise InferenceUnavailable("the inference processes are stopping; retry shortly", retry_after=2)
-        if self._pooled == 0:  # all died, replacements starting: refuse now rather than wait for one
-            raise InferenceUnavailable("no inference process is running; retry shortly", retry_after=2)
+        self._refuse_if_none_live()
         windows = encode_windows(texts, self._tokenizer, self.spec.max_length, prefix=self.spec.text_prefix)
         owner = np.asarray(windows.owner, dtype=np.int64)
-        try:
-            worker = self._idle.get(timeout=ACQUIRE_TIMEOUT_S)
-        except queue.Empty:
-            raise InferenceUnavailable(
-                "no inference process is available; retry shortly", retry_after=2
-            ) from None
+        worker = self._acquire()
         try:
             batches = worker.probabilities(windows.input_ids, max_batch_size)
         except (EOFError, OSError):
-            logger.error(
-                "an inference process died; failing its drain and starting a replacement",
-                extra={"fields": {"exit_code": worker.process.poll(), "texts": len(texts)}},
-            )
-            worker.stop(timeout=1.0)
-            with self._lock:
-                self._pooled -= 1
-            threading.Thread(target=self._add_worker, name="textguard-inference-restart", daemon=True).start()
+            self._replace(worker, "failing its drain", texts=len(texts))
             raise InferenceUnavailable(
                 "the inference process scoring this request stopped; retry shortly", retry_after=2
             ) from None
@@ -146,6 +140,52 @@ class ProcessScorer:
             raise
         self._idle.put(worker)
         return DrainScores(owner, windows.spans, batches)
+
+    def _refuse_if_none_live(self) -> None:
+        if not self._live:  # all died, replacements starting: refuse now rather than wait for one
+            raise InferenceUnavailable("no inference process is running; retry shortly", retry_after=2)
+
+    def _acquire(self) -> WorkerProcess:
+        """A free live worker; dead ones met in the idle queue are retired (and replaced) on the way."""
+        deadline = time.monotonic() + ACQUIRE_TIMEOUT_S
+        while True:
+            try:
+                worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise InferenceUnavailable(
+                    "no inference process is available; retry shortly", retry_after=2
+                ) from None
+            if worker in self._live and worker.process.poll() is None:
+                return worker
+            self._replace(worker, "before scoring")  # a no-op if the watcher already retired it
+            self._refuse_if_none_live()
+
+    def _retire(self, worker: WorkerProcess) -> bool:
+        """Take a dead worker out of the pool; False if that was already done."""
+        with self._lock:
+            if worker not in self._live:
+                return False
+            self._live.discard(worker)
+            return True
+
+    def _replace(self, worker: WorkerProcess, when: str, **fields: Any) -> None:
+        """Retire a dead worker and start its replacement (once per worker, whoever notices first)."""
+        if not self._retire(worker):
+            return
+        logger.error(
+            "an inference process died; starting a replacement",
+            extra={"fields": {"noticed": when, "exit_code": worker.process.poll(), **fields}},
+        )
+        worker.stop(timeout=1.0)
+        if not self._closing:
+            threading.Thread(target=self._add_worker, name="textguard-inference-restart", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Notice workers that exit while idle, every WATCH_INTERVAL_S, until closed."""
+        while not self._closed.wait(WATCH_INTERVAL_S):
+            for worker in list(self._live):
+                if worker.process.poll() is not None:
+                    self._replace(worker, "while idle")
 
     def score_windows(self, texts: Sequence[str]) -> WindowScores:
         return self.score_drain(texts).collect(len(self.spec.labels), len(texts))
@@ -162,13 +202,17 @@ class ProcessScorer:
         worker still starting stops itself when ready."""
         with self._lock:
             self._closing = True
-            pooled = self._pooled
+            pooled = len(self._live)
+        self._closed.set()
         deadline = time.monotonic() + grace
-        for _ in range(pooled):
+        collected = 0
+        while collected < pooled:
             try:
                 worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
+            if worker in self._live:  # a retired (dead) one still in the queue was stopped already
+                collected += 1
             worker.stop()
 
     def _add_worker(self) -> None:
@@ -190,9 +234,11 @@ class ProcessScorer:
                     continue
                 with self._lock:
                     if not self._closing:
-                        self._pooled += 1
+                        self._live.add(worker)
                         self._idle.put(worker)
-                        logger.info("inference process ready", extra={"fields": {"processes": self._pooled}})
+                        logger.info(
+                            "inference process ready", extra={"fields": {"processes": len(self._live)}}
+                        )
                         return
                 worker.stop()
                 return
