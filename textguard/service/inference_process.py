@@ -202,17 +202,17 @@ class ProcessScorer:
         worker still starting stops itself when ready."""
         with self._lock:
             self._closing = True
-            pooled = len(self._live)
         self._closed.set()
         deadline = time.monotonic() + grace
-        collected = 0
-        while collected < pooled:
+        # Until every live worker is back from its drain and stopped; one that dies mid-drain leaves
+        # `_live` by itself (`_replace`) and is not waited for.
+        while self._live:
             try:
                 worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if worker in self._live:  # a retired (dead) one still in the queue was stopped already
-                collected += 1
+            with self._lock:
+                self._live.discard(worker)  # a retired (dead) one still in the queue was stopped already
             worker.stop()
 
     def _add_worker(self) -> None:
