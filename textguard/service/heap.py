@@ -2,13 +2,14 @@
 
 A full (generation 2) collection walks every object the collector tracks: the web stack, SQLAlchemy,
 the tokenizer's wrappers and, with inference threads, the model's modules. Under steady load one ran
-every ~3 s and paused the event loop 54-78 ms each time (MiniLM, inference processes, c=32: a probe on
-gc.callbacks), so every request in flight then waited that long: a few percent of all requests.
-Freezing what exists once the service is ready moves it to the permanent generation, which collections
-skip; the objects of each request are still collected as before (measured the same way: full scans of
-3.0-3.5 ms). On the drifting 2-core machine it was measured on, throughput and p99 at c=32 did not move
-outside the noise in four interleaved runs (p99 medians 283 against 284 ms, where other causes set the
-tail); the pause it removes is certain, the share of the p99 it frees depends on the machine.
+every ~3 s and paused the event loop 54-117 ms each time (MiniLM, inference processes, c=32;
+bench/gc_pauses.py records every collection through gc.callbacks), so every request in flight then
+waited that long: a few percent of all requests. Freezing what exists once the service is ready moves it
+to the permanent generation, which collections skip; the objects of each request are still collected as
+before (full scans of 2.7-3.5 ms). On the drifting 2-core machine it was measured on, throughput and p99
+at c=32 did not move outside the noise in four interleaved runs (p99 medians 283 against 284 ms, where
+other causes set the tail); the pause it removes is certain, the share of the p99 it frees depends on
+the machine.
 
 Process-wide, so it is the `freeze_heap` setting: on for `textguard serve`, off where the app shares its
 process with other work (the test suite's in-process servers), which would otherwise keep every frozen

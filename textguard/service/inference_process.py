@@ -77,7 +77,7 @@ class ProcessScorer:
         self._idle: queue.SimpleQueue[WorkerProcess] = queue.SimpleQueue()
         self._idle.put(first)
         self._lock = threading.Lock()
-        #: Workers in the pool (idle or scoring); a dead one leaves it once (`_retire`), though it may
+        #: Workers in the pool (idle or scoring); a dead one leaves it once (`_replace`), though it may
         #: still sit in the idle queue until a drain or `close` takes it out.
         self._live = {first}
         self._closing = False
@@ -160,18 +160,13 @@ class ProcessScorer:
             self._replace(worker, "before scoring")  # a no-op if the watcher already retired it
             self._refuse_if_none_live()
 
-    def _retire(self, worker: WorkerProcess) -> bool:
-        """Take a dead worker out of the pool; False if that was already done."""
+    def _replace(self, worker: WorkerProcess, when: str, **fields: Any) -> None:
+        """Take a dead worker out of the pool and start its replacement (once per worker, whoever
+        notices first)."""
         with self._lock:
             if worker not in self._live:
-                return False
+                return
             self._live.discard(worker)
-            return True
-
-    def _replace(self, worker: WorkerProcess, when: str, **fields: Any) -> None:
-        """Retire a dead worker and start its replacement (once per worker, whoever notices first)."""
-        if not self._retire(worker):
-            return
         logger.error(
             "an inference process died; starting a replacement",
             extra={"fields": {"noticed": when, "exit_code": worker.process.poll(), **fields}},

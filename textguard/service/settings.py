@@ -172,7 +172,7 @@ class ServiceSettings(BaseSettings):
     freeze_heap: bool = Field(
         default=True,
         description="once the first model is in, move the objects alive (web stack, model) out of the "
-        "garbage collector's full scans (gc.freeze; each full scan paused the event loop 54-78 ms); off "
+        "garbage collector's full scans (gc.freeze; each full scan paused the event loop 54-117 ms); off "
         "for a process that runs other work beside the app, such as a test suite",
     )
     model_poll_seconds: float = Field(default=30.0, ge=0, description="registry/artefact poll period; 0=off")
