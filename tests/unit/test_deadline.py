@@ -16,7 +16,7 @@ from pydantic import SecretStr, ValidationError
 
 from textguard.scorer import Scorer
 from textguard.service.app import create_app
-from textguard.service.batcher import MicroBatcher
+from textguard.service.batcher import MicroBatcher, _Job
 from textguard.service.deadline import (
     DEADLINE_HEADER,
     AdmissionGate,
@@ -198,6 +198,44 @@ def test_the_batcher_admits_by_estimated_finish_time(scorer: Scorer) -> None:
     assert answered == 64
     assert refused.status == 503 and int(refused.headers()["Retry-After"]) >= 1
     assert batcher.queue_depth == 0
+
+
+def test_a_drain_refuses_the_jobs_it_would_answer_past_their_deadline(scorer: Scorer) -> None:
+    """At the start of a drain, a job admitted behind other work is refused unless the drain's time at the
+    measured rate fits in admission's share of the time it has left (its admission estimate was wrong);
+    one admitted with nothing ahead is scored whatever its deadline; a passed deadline is refused either
+    way."""
+    model = LoadedModel(scorer, "textguard", "v", None)
+    batcher = MicroBatcher(lambda: model, max_batch_size=8, max_queue=4096)  # not started: no drains
+    batcher._texts_per_second, batcher._rate_measured = 100.0, True
+    # 40 texts: a 0.4 s drain, which needs 0.4 / ADMISSION_SHARE = 0.53 s left
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+
+        def job(deadline_s: float | None, estimated: bool) -> _Job:
+            deadline = None if deadline_s is None else now + deadline_s
+            return _Job(["text"] * 10, loop.create_future(), loop, deadline, estimated=estimated)
+
+        jobs = {
+            "estimated, deadline inside the drain": job(0.2, True),
+            "estimated, deadline after the drain and its share": job(0.6, True),
+            "alone, deadline inside the drain": job(0.2, False),
+            "alone, deadline passed": job(-0.01, False),
+        }
+        kept = batcher._drop_late(list(jobs.values()), now)
+        await asyncio.sleep(0)  # refusals are delivered through the loop
+        assert all(job.future.done() for job in jobs.values() if job not in kept)
+        for name, queued in jobs.items():
+            if queued.future.done():
+                assert isinstance(queued.future.exception(), Overloaded), name
+        return [name for name, queued in jobs.items() if queued in kept]
+
+    assert asyncio.run(scenario()) == [
+        "estimated, deadline after the drain and its share",
+        "alone, deadline inside the drain",
+    ]
 
 
 def test_the_gate_refuses_what_the_work_ahead_makes_late_and_admits_when_nothing_is_ahead() -> None:

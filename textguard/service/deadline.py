@@ -14,8 +14,9 @@ texts are queued (textguard.service.batcher):
   request's scores would be ready. If that is later than the deadline (less a share kept for the work
   after scoring: audit write, response), the request is refused at once: 503 `overloaded` with a
   `Retry-After` of the time the work ahead needs to drain (at least 1 s). It is never queued for seconds.
-- a request admitted on an estimate that turned out wrong is refused (503) rather than scored once its
-  deadline has passed while it waited, so nothing is answered far past its deadline.
+- a request admitted on an estimate that turned out wrong is refused (503) rather than scored when its
+  drain starts too late to end within the same share of the time it has left, so nothing is answered
+  past its deadline by more than the work after scoring.
 
 A client that comes back before the `Retry-After` of its last refusal (on a scoring route; the client is
 the connection, or the address a trusted proxy forwarded) waits out the rest of it, up to
