@@ -25,11 +25,15 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: Any, device: str = "cpu", autocast_bf16: bool = False) -> None:
+    def __init__(
+        self, model: Any, device: str = "cpu", autocast_bf16: bool = False, attention: str | None = None
+    ) -> None:
         import torch
 
         self._torch = torch
         self.model = model.to(device).eval()
+        if attention is not None and hasattr(self.model, "set_attention"):
+            self.model.set_attention(attention)  # the layout a bf16 parity record was measured with
         self.device = device
         #: textguard.encoder's classifier holds bf16 copies of its weights itself (cast once, not on
         #: every pass as autocast does: a quarter of a bf16 pass's time on short chat batches).
@@ -50,9 +54,10 @@ class TorchBackend:
 
     @classmethod
     def from_directory(
-        cls, directory: Path, device: str = "cpu", autocast_bf16: bool = False
+        cls, directory: Path, device: str = "cpu", autocast_bf16: bool = False, attention: str | None = None
     ) -> TorchBackend:
-        return cls(load_inference_model(directory), device=device, autocast_bf16=autocast_bf16)
+        model = load_inference_model(directory)
+        return cls(model, device=device, autocast_bf16=autocast_bf16, attention=attention)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -6,9 +6,10 @@ are standard encoders whose forward pass is a few dozen lines: `BertForSequenceC
 (all-MiniLM-L6-v2, multilingual-e5-small converted to BERT) and `XLMRobertaForSequenceClassification`.
 This module runs exactly those from the artefact's `config.json` and safetensors weights, with the same
 operators as transformers' SDPA path (logits equal to ~1e-6 in fp32: tests/integration/test_encoder.py),
-and faster on chat traffic: padding is skipped outside attention, query/key/value are one matrix product,
-and bf16 weights are cast and packed once (on the bench texts, one core: about 1.3x transformers' fp32
-path and its bf16 autocast path; bench/serve_load.py measures the service).
+and faster on chat traffic: padding is never computed (each sequence attends alone; everything else runs
+on the real tokens only), query/key/value are one matrix product, and bf16 weights are cast and packed
+once (on the bench texts, one core, before per-sequence attention: about 1.3x transformers' fp32 path
+and its bf16 autocast path; bench/serve_load.py measures the service).
 
 `supports(config)` says whether a config is one of them; anything else (another architecture,
 relative positions, a decoder) is loaded through transformers by `textguard.backends`. Training and
@@ -79,13 +80,7 @@ class _Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: _Tokens) -> torch.Tensor:
         """x: [real tokens, hidden], the residual stream (fp32)."""
-        hidden = x.shape[-1]
-        qkv = tokens.pad(_linear(self.qkv, x))  # [batch, length, 3 * hidden]
-        q, k, v = qkv.view(tokens.batch, tokens.length, 3, self.heads, hidden // self.heads).permute(
-            2, 0, 3, 1, 4
-        )
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=tokens.attention_mask)
-        attended = tokens.unpad(attended.transpose(1, 2).reshape(tokens.batch, tokens.length, hidden))
+        attended = tokens.attend(_linear(self.qkv, x), self.heads)
         x = self.attention_norm(_linear(self.attention_output, attended) + x)
         return self.output_norm(_linear(self.output, _linear(self.intermediate, x, self.act)) + x)
 
@@ -128,25 +123,50 @@ def _pack_for_onednn(layer: nn.Linear) -> None:
     layer.__dict__[_PACKED] = packed
 
 
+#: How attention meets a batch of sequences of different lengths (everything else runs on the real
+#: tokens only). "per-sequence": each sequence attends alone, over its real tokens, with no mask;
+#: "padded": the batch is scattered back into [batch, length] and attends at once under a padding mask.
+#: The same in fp32 (to ~1e-7); in bf16 their roundings differ slightly, so a bf16 parity record names
+#: the layout it was measured with and is served with that one (`textguard.parity`). Per-sequence is
+#: the faster: torch's CPU attention kernel on a padded batch costs 1.5-2.5x more at lengths that are
+#: not a multiple of 16, and computes the padding; on the bench texts, one thread, bf16, a drain of 8
+#: texts took 3.0 against 3.55 ms a text, one of 32 1.8 against 2.5 (README Performance).
+ATTENTION_LAYOUTS = ("per-sequence", "padded")
+
+
 class _Tokens:
     """Where the real tokens of a right-padded batch are.
 
-    Everything but attention runs on the real tokens only ([tokens, hidden]); attention needs whole
-    sequences, so its inputs are scattered back into [batch, length] and its output gathered out again.
-    Chat messages batched together differ in length (on the bench texts 64% of a batch's positions are
-    real), and the matrix products, GELU and LayerNorm then skip the padding instead of computing it.
+    Everything but attention runs on the real tokens only ([tokens, hidden]); attention runs on each
+    sequence alone, or (the "padded" layout) on the batch scattered back into [batch, length] under a
+    mask. Chat messages batched together differ in length (on the bench texts 64% of a batch's
+    positions are real), and the matrix products, GELU and LayerNorm then skip the padding instead of
+    computing it.
     """
 
-    def __init__(self, attention_mask: torch.Tensor) -> None:
+    def __init__(self, attention_mask: torch.Tensor, attention: str = "per-sequence") -> None:
         self.batch, self.length = attention_mask.shape
         real = attention_mask.bool()
         if not bool(real[:, 0].all()):
             raise ValueError("every sequence must start with a real token (right padding)")
-        #: None when nothing is padding (one sequence, or equal lengths): no scatter or gather.
+        counts = real.sum(dim=1)
+        #: None when nothing is padding (one sequence, or equal lengths): no scatter, gather or split.
         self.index = None if bool(real.all()) else real.reshape(-1).nonzero().squeeze(1)
-        self.attention_mask = None if self.index is None else real[:, None, None, :]
+        #: Each sequence's number of real tokens, when they attend one at a time.
+        self.lengths: list[int] | None = (
+            counts.tolist() if attention == "per-sequence" and self.index is not None else None
+        )
+        padded = self.index is not None and self.lengths is None
+        self.attention_mask = real[:, None, None, :] if padded else None
         #: Row of each sequence's first token in [tokens, hidden].
-        self.first = torch.cumsum(real.sum(dim=1), dim=0) - real.sum(dim=1)
+        self.first = torch.cumsum(counts, dim=0) - counts
+
+    def attend(self, qkv: torch.Tensor, heads: int) -> torch.Tensor:
+        """Self-attention: [tokens, 3 * hidden] (query, key, value) -> [tokens, hidden]."""
+        if self.lengths is not None:
+            return torch.cat([_attention(chunk.unsqueeze(0), heads)[0] for chunk in qkv.split(self.lengths)])
+        attended = _attention(self.pad(qkv), heads, self.attention_mask)
+        return self.unpad(attended)
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """[batch, length, ...] -> [tokens, ...]."""
@@ -160,6 +180,15 @@ class _Tokens:
         padded = packed.new_zeros(self.batch * self.length, packed.shape[-1])
         padded.index_copy_(0, self.index, packed)
         return padded.view(self.batch, self.length, -1)
+
+
+def _attention(qkv: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """[batch, length, 3 * hidden] -> [batch, length, hidden], as transformers' SDPA path computes it."""
+    batch, length, width = qkv.shape
+    hidden = width // 3
+    q, k, v = qkv.view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+    attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attended.transpose(1, 2).reshape(batch, length, hidden)
 
 
 class EncoderClassifier(nn.Module):
@@ -196,6 +225,14 @@ class EncoderClassifier(nn.Module):
         self.pool = _LoadedLinear(hidden, hidden)
         self.classifier = _LoadedLinear(hidden, labels)
         self._fp32_linears: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        #: One of ATTENTION_LAYOUTS (`set_attention`).
+        self.attention = ATTENTION_LAYOUTS[0]
+
+    def set_attention(self, layout: str) -> None:
+        """Attend per sequence or over the padded batch (ATTENTION_LAYOUTS)."""
+        if layout not in ATTENTION_LAYOUTS:
+            raise ValueError(f"unknown attention layout {layout!r}: one of {', '.join(ATTENTION_LAYOUTS)}")
+        self.attention = layout
 
     @property
     def bf16(self) -> bool:
@@ -224,7 +261,7 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits [batch, labels] (fp32) of a right-padded batch."""
-        tokens = _Tokens(attention_mask)
+        tokens = _Tokens(attention_mask, self.attention)
         if self.roberta_positions:  # positions count real tokens only, after the padding id
             real = input_ids.ne(self.pad_token_id).long()
             positions = torch.cumsum(real, dim=1) * real + self.pad_token_id

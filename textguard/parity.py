@@ -16,7 +16,9 @@ evaluation and batch scoring:
   artefact's recorded bf16 parity
   is within `MAX_PROB_DIFF` and `MIN_AGREEMENT`; fp32 otherwise. Without hardware bf16, autocast
   emulates it and is slower than fp32; without a parity record, nobody has checked that this model's
-  decisions survive it.
+  decisions survive it. bf16 runs with the attention layout its record was measured with
+  (`ATTENTION`: per-sequence attention rounds slightly differently from the padded layout of records
+  written before it, and is used for those only once `textguard export` has measured it again).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ BF16_VARIANT = "torch_bf16"
 MAX_PROB_DIFF = 0.01
 #: ... and at least this share of texts keeps every label's decision.
 MIN_AGREEMENT = 0.995
+
+#: Key of a bf16 report naming `textguard.encoder`'s attention layout it was measured with; bf16 is served
+#: with that layout (the layouts round differently in bf16). Reports written before the key existed
+#: were measured with `LEGACY_ATTENTION`.
+ATTENTION = "attention"
+LEGACY_ATTENTION = "padded"
 
 Precision = Literal["fp32", "bf16"]
 RequestedPrecision = Literal["auto", "fp32", "bf16"]
@@ -85,7 +93,8 @@ def within_limits(report: dict[str, Any]) -> bool:
 
 
 def bf16_parity(scorer: Any, texts: Sequence[str]) -> dict[str, Any]:
-    """`compare` of bf16 autocast against fp32 through one torch `Scorer` (its precision is restored)."""
+    """`compare` of bf16 autocast against fp32 through one torch `Scorer` (its precision is restored).
+    Through `textguard.encoder`, the report names the attention layout it measured (`ATTENTION`)."""
     backend = scorer.backend
     original = backend.autocast_bf16
     try:
@@ -95,7 +104,11 @@ def bf16_parity(scorer: Any, texts: Sequence[str]) -> dict[str, Any]:
         candidate = scorer.predict_proba(texts)
     finally:
         backend.autocast_bf16 = original
-    return compare(reference, candidate, scorer.spec)
+    report = compare(reference, candidate, scorer.spec)
+    layout = getattr(getattr(backend, "model", None), "attention", None)
+    if layout is not None:
+        report[ATTENTION] = layout
+    return report
 
 
 def read_parity(directory: Path, spec: ModelSpec) -> dict[str, Any] | None:
@@ -162,6 +175,9 @@ class PrecisionChoice:
     precision: Precision
     #: Why, in words an operator can act on (logged at load, shown in the model's details).
     reason: str
+    #: `textguard.encoder`'s attention layout to run, when the parity record that chose bf16 names one
+    #: (None: the encoder's default).
+    attention: str | None = None
 
 
 def choose_precision(
@@ -191,8 +207,11 @@ def choose_precision(
             f"bf16 parity outside the limits (max |prob diff| {report.get('max_abs_diff')}, decision "
             f"agreement {report.get('decision_agreement')}; limits {MAX_PROB_DIFF}, {MIN_AGREEMENT})",
         )
+    layout = str(report.get(ATTENTION, LEGACY_ATTENTION))
     return PrecisionChoice(
         "bf16",
         f"native bf16 and recorded parity: max |prob diff| {float(report['max_abs_diff']):.2g}, "
-        f"decision agreement {float(report['decision_agreement']):.4f} on {report['n_texts']} texts",
+        f"decision agreement {float(report['decision_agreement']):.4f} on {report['n_texts']} texts "
+        f"({layout} attention)",
+        attention=layout,
     )

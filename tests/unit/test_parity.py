@@ -14,7 +14,9 @@ from textguard import hardware
 from textguard.artifact import refresh_checksums
 from textguard.errors import ConfigError
 from textguard.parity import (
+    ATTENTION,
     BF16_VARIANT,
+    LEGACY_ATTENTION,
     MAX_PROB_DIFF,
     MIN_AGREEMENT,
     PARITY_FILE,
@@ -105,6 +107,7 @@ def test_bf16_parity_compares_one_scorer_with_itself_and_restores_its_precision(
     before = scorer.predict_proba(TEXTS)
     report = bf16_parity(scorer, TEXTS)
     assert report["n_texts"] == len(TEXTS) and 0.0 <= report["max_abs_diff"] < 0.05
+    assert report[ATTENTION] == "per-sequence"  # the encoder's layout it measured
     assert scorer.backend.autocast_bf16 is False  # type: ignore[attr-defined]
     np.testing.assert_array_equal(scorer.predict_proba(TEXTS), before)
 
@@ -161,3 +164,27 @@ def test_a_backend_that_compiles_per_shape_is_detected() -> None:
     assert not compiles_per_shape(_CompilingBackend(0.0))
     # A few milliseconds to create a new shape's primitives is 4x a tiny model's pass, but no compile.
     assert not compiles_per_shape(_CompilingBackend(0.01))
+
+
+def test_bf16_is_served_with_the_attention_layout_its_record_measured(
+    tiny_artifact: Path, tmp_path: Path, native: None
+) -> None:
+    """The encoder's attention layouts round differently in bf16: a record naming none (written before
+    per-sequence attention) serves bf16 with the padded layout it was measured with; fp32 and a record
+    naming a layout get that one."""
+    chosen = choose_precision("auto", backend="torch", device="cpu", parity=_record(0.001, 1.0))
+    assert chosen.attention == LEGACY_ATTENTION and "padded attention" in chosen.reason
+    artefact = tmp_path / "model"
+    shutil.copytree(tiny_artifact, artefact)
+    layouts = {}
+    for named in (None, "per-sequence"):
+        report = _record(0.001, 1.0)["variants"]
+        if named is not None:
+            report[BF16_VARIANT][ATTENTION] = named
+        write_parity(artefact, report, sample={"source": "test", "n_texts": 500})
+        refresh_checksums(artefact)
+        scorer = Scorer.from_artifact(artefact, precision="auto")
+        assert scorer.precision.precision == "bf16"
+        layouts[named] = scorer.backend.model.attention  # type: ignore[attr-defined]
+    assert layouts == {None: "padded", "per-sequence": "per-sequence"}
+    assert Scorer.from_artifact(artefact).backend.model.attention == "per-sequence"  # type: ignore[attr-defined]
