@@ -4,6 +4,8 @@ worker replaced, failed loads leave nothing running, and a server's workers end 
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,6 +139,36 @@ def test_a_worker_that_dies_idle_is_replaced_before_any_request_meets_it(tiny_ar
         assert victim.pid not in pids and survivor.pid in pids and len(pids) == 2
     finally:
         scorer.close(grace=10)
+
+
+def test_close_does_not_wait_for_a_worker_that_dies_mid_drain(process_scorer: ProcessScorer) -> None:
+    """A close waits for drains to finish, but a worker that dies during its drain is not waited for:
+    the drain fails with 503 and close returns at once rather than after its whole grace."""
+    (worker,) = _workers()
+    worker.send_signal(signal.SIGSTOP)  # the drain below cannot finish until the worker is killed
+    outcome: list[BaseException | None] = []
+
+    def drain() -> None:
+        try:
+            process_scorer.predict_proba(TEXTS)
+            outcome.append(None)
+        except BaseException as exc:  # the test inspects it
+            outcome.append(exc)
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    _wait_for(lambda: process_scorer._idle.empty(), timeout=5)  # the worker is taken
+    closer = threading.Thread(target=process_scorer.close, kwargs={"grace": 30})
+    closer.start()
+    time.sleep(0.3)
+    assert closer.is_alive()  # waiting for the drain in flight
+    worker.kill()
+    started = time.monotonic()
+    closer.join(10)
+    drainer.join(10)
+    assert not closer.is_alive() and time.monotonic() - started < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], InferenceUnavailable)
+    assert _gone([worker]) and not _workers()  # no replacement started while closing
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:

@@ -48,6 +48,8 @@ logger = logging.getLogger("textguard.service.inference")
 ACQUIRE_TIMEOUT_S = 30.0
 #: How often the worker processes are checked for having exited while idle.
 WATCH_INTERVAL_S = 0.5
+#: How often a close looks again for workers that died during their drain (they never come back idle).
+CLOSE_POLL_S = 0.1
 
 
 class InferenceUnavailable(ServiceError):
@@ -168,7 +170,7 @@ class ProcessScorer:
                 return
             self._live.discard(worker)
         logger.error(
-            "an inference process died; starting a replacement",
+            "an inference process died" + ("" if self._closing else "; starting a replacement"),
             extra={"fields": {"noticed": when, "exit_code": worker.process.poll(), **fields}},
         )
         worker.stop(timeout=1.0)
@@ -200,12 +202,16 @@ class ProcessScorer:
         self._closed.set()
         deadline = time.monotonic() + grace
         # Until every live worker is back from its drain and stopped; one that dies mid-drain leaves
-        # `_live` by itself (`_replace`) and is not waited for.
+        # `_live` by itself (`_replace`) without coming back, so the queue is polled and `_live` checked
+        # again (a single wait for the whole grace held a close for it when the last worker died).
         while self._live:
-            try:
-                worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
+            try:
+                worker = self._idle.get(timeout=min(CLOSE_POLL_S, remaining))
+            except queue.Empty:
+                continue
             with self._lock:
                 self._live.discard(worker)  # a retired (dead) one still in the queue was stopped already
             worker.stop()
