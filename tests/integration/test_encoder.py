@@ -130,6 +130,21 @@ def test_the_attention_layouts_agree_in_fp32_and_unknown_ones_are_refused(tiny_x
         model.set_attention("sliding")
 
 
+def test_the_attention_layout_bench_runs(tiny_artifact: Path) -> None:
+    """bench/attention_layouts.py (the README's layout figures) on the tiny model: both layouts timed,
+    and equal in fp32."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "attention_layouts.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--model", str(tiny_artifact), "--drains", "2", "--turns", "2",
+         "--texts-per-turn", "8", "--precision", "fp32"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| 2 |" in done.stdout
+    fp32 = float(done.stdout.split("fp32: max |prob diff| between the layouts on 512 texts:")[1].split()[0])
+    assert fp32 < 1e-5
+
+
 def test_bf16_weights_are_cast_once_and_fp32_comes_back_unchanged(tiny_artifact: Path) -> None:
     """bf16 computes as transformers under autocast; switching back restores the fp32 weights exactly."""
     scorer = Scorer.from_artifact(tiny_artifact)
