@@ -32,8 +32,13 @@ class TorchBackend:
 
         self._torch = torch
         self.model = model.to(device).eval()
-        if attention is not None and hasattr(self.model, "set_attention"):
-            self.model.set_attention(attention)  # the layout a bf16 parity record was measured with
+        if hasattr(self.model, "set_attention"):  # textguard.encoder
+            if attention is not None:
+                self.model.set_attention(attention)  # the layout a bf16 parity record was measured with
+            elif not device.startswith("cpu"):
+                # Per-sequence attention is a loop of small kernels; a GPU runs the padded batch as one
+                # (not measured here: no GPU; the CPU figures are in bench/attention_layouts.py).
+                self.model.set_attention("padded")
         self.device = device
         #: textguard.encoder's classifier holds bf16 copies of its weights itself (cast once, not on
         #: every pass as autocast does: a quarter of a bf16 pass's time on short chat batches).

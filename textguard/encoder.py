@@ -128,9 +128,10 @@ def _pack_for_onednn(layer: nn.Linear) -> None:
 #: "padded": the batch is scattered back into [batch, length] and attends at once under a padding mask.
 #: The same in fp32 (to ~1e-7); in bf16 their roundings differ slightly, so a bf16 parity record names
 #: the layout it was measured with and is served with that one (`textguard.parity`). Per-sequence is
-#: the faster: torch's CPU attention kernel on a padded batch costs 1.5-2.5x more at lengths that are
-#: not a multiple of 16, and computes the padding; on the bench texts, one thread, bf16, a drain of 8
-#: texts took 3.0 against 3.55 ms a text, one of 32 1.8 against 2.5 (README Performance).
+#: the faster on CPU: torch's CPU attention kernel on a padded batch costs 1.5-2.5x more at lengths that
+#: are not a multiple of 16, and computes the padding (`bench/attention_layouts.py`, one thread, bf16:
+#: MiniLM 1.02-1.16x at drains of 1-16 texts, 1.50x at 32; e5 up to 1.13x). On a GPU the backend runs
+#: the padded layout (one kernel for the batch rather than one per sequence).
 ATTENTION_LAYOUTS = ("per-sequence", "padded")
 
 
@@ -144,7 +145,7 @@ class _Tokens:
     computing it.
     """
 
-    def __init__(self, attention_mask: torch.Tensor, attention: str = "per-sequence") -> None:
+    def __init__(self, attention_mask: torch.Tensor, attention: str = ATTENTION_LAYOUTS[0]) -> None:
         self.batch, self.length = attention_mask.shape
         real = attention_mask.bool()
         if not bool(real[:, 0].all()):
@@ -154,7 +155,7 @@ class _Tokens:
         self.index = None if bool(real.all()) else real.reshape(-1).nonzero().squeeze(1)
         #: Each sequence's number of real tokens, when they attend one at a time.
         self.lengths: list[int] | None = (
-            counts.tolist() if attention == "per-sequence" and self.index is not None else None
+            counts.tolist() if attention == ATTENTION_LAYOUTS[0] and self.index is not None else None
         )
         padded = self.index is not None and self.lengths is None
         self.attention_mask = real[:, None, None, :] if padded else None

@@ -188,3 +188,28 @@ def test_bf16_is_served_with_the_attention_layout_its_record_measured(
         layouts[named] = scorer.backend.model.attention  # type: ignore[attr-defined]
     assert layouts == {None: "padded", "per-sequence": "per-sequence"}
     assert Scorer.from_artifact(artefact).backend.model.attention == "per-sequence"  # type: ignore[attr-defined]
+
+
+def test_a_gpu_backend_runs_the_padded_layout_unless_a_record_names_one() -> None:
+    """On a GPU the padded batch is one attention kernel, per-sequence attention one per sequence."""
+    from textguard.backends import TorchBackend
+
+    class Encoder:  # textguard.encoder's interface, without a device to move to
+        attention = "per-sequence"
+
+        def to(self, device: str) -> Encoder:
+            return self
+
+        def eval(self) -> Encoder:
+            return self
+
+        def set_attention(self, layout: str) -> None:
+            self.attention = layout
+
+        def set_precision(self, bf16: bool) -> None:
+            pass
+
+    assert TorchBackend(Encoder(), device="cuda:0").model.attention == "padded"
+    named = TorchBackend(Encoder(), device="cuda:0", attention="per-sequence")
+    assert named.model.attention == "per-sequence"
+    assert TorchBackend(Encoder(), device="cpu").model.attention == "per-sequence"
