@@ -287,11 +287,11 @@ class MicroBatcher:
         too. A job whose deadline has passed is refused; so is one admitted on an estimate (work was ahead
         of it) that fails admission's test again now that the work ahead is done: this drain's time at the
         measured rate must fit in `ADMISSION_SHARE` of the time it has left (the rest is for the work after
-        scoring: a drain's requests are answered one after another on the event loop, which took up to
-        90 ms after a drain of 192 texts). Refused only once their deadline had passed, such jobs were
-        answered up to a drain's time late (answered p99 1.06 s against a 1 s deadline, two server
-        processes, README Performance). A job admitted with nothing ahead is scored whatever its
-        deadline, as admission promised."""
+        scoring: a drain's requests are answered one after another on the event loop). Refused only once
+        their deadline had passed, such jobs were answered up to a drain's time late (`bench/serve_load.py`
+        overload, 1 s deadline: answered p99 877-1,464 ms in the ninth session's run, 739-989 ms in the
+        tenth's with this rule; README Performance). A job admitted with nothing ahead is scored whatever
+        its deadline, as admission promised."""
         needed = sum(len(job.texts) for job in jobs) / max(self._texts_per_second, 1.0) / ADMISSION_SHARE
         kept = []
         for job in jobs:
