@@ -71,7 +71,9 @@ bench: $(STAMP) ## Benchmarks: ratios against a baseline measured in the same ru
 	$(BIN)/python bench/backbone_throughput.py
 	$(BIN)/python bench/serve_load.py --processes 1 2
 	$(BIN)/python bench/serve_load.py --backbone e5 --processes 1 2
-	$(BIN)/python bench/attention_layouts.py
+	$(BIN)/python bench/encoder_layouts.py
+	$(BIN)/python bench/encoder_layouts.py --compare last-layer
+	$(BIN)/python bench/encoder_layouts.py --compare last-layer --backbone e5
 	$(BIN)/python bench/gc_pauses.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/robustness_gap.py

@@ -26,7 +26,12 @@ class TorchBackend:
     name = "torch"
 
     def __init__(
-        self, model: Any, device: str = "cpu", autocast_bf16: bool = False, attention: str | None = None
+        self,
+        model: Any,
+        device: str = "cpu",
+        autocast_bf16: bool = False,
+        attention: str | None = None,
+        last_layer: str | None = None,
     ) -> None:
         import torch
 
@@ -37,8 +42,10 @@ class TorchBackend:
                 self.model.set_attention(attention)  # the layout a bf16 parity record was measured with
             elif not device.startswith("cpu"):
                 # Per-sequence attention is a loop of small kernels; a GPU runs the padded batch as one
-                # (not measured here: no GPU; the CPU figures are in bench/attention_layouts.py).
+                # (not measured here: no GPU; the CPU figures are in bench/encoder_layouts.py).
                 self.model.set_attention("padded")
+            if last_layer is not None:
+                self.model.set_last_layer(last_layer)  # likewise, as the parity record was measured
         self.device = device
         #: textguard.encoder's classifier holds bf16 copies of its weights itself (cast once, not on
         #: every pass as autocast does: a quarter of a bf16 pass's time on short chat batches).
@@ -59,10 +66,17 @@ class TorchBackend:
 
     @classmethod
     def from_directory(
-        cls, directory: Path, device: str = "cpu", autocast_bf16: bool = False, attention: str | None = None
+        cls,
+        directory: Path,
+        device: str = "cpu",
+        autocast_bf16: bool = False,
+        attention: str | None = None,
+        last_layer: str | None = None,
     ) -> TorchBackend:
         model = load_inference_model(directory)
-        return cls(model, device=device, autocast_bf16=autocast_bf16, attention=attention)
+        return cls(
+            model, device=device, autocast_bf16=autocast_bf16, attention=attention, last_layer=last_layer
+        )
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,15 @@ class _Layer(nn.Module):
         x = self.attention_norm(_linear(self.attention_output, attended) + x)
         return self.output_norm(_linear(self.output, _linear(self.intermediate, x, self.act)) + x)
 
+    def forward_first(self, x: torch.Tensor, tokens: _Tokens) -> torch.Tensor:
+        """`forward`'s rows of each sequence's first token only, [batch, hidden]: all a classifier
+        reads of the last layer. Keys and values still come from every token; the query, the attention
+        output and the feed-forward block (most of a layer's products) run on one row per sequence."""
+        attended = tokens.attend_first(_linear(self.qkv, x), self.heads)
+        first = x.index_select(0, tokens.first)
+        first = self.attention_norm(_linear(self.attention_output, attended) + first)
+        return self.output_norm(_linear(self.output, _linear(self.intermediate, first, self.act)) + first)
+
 
 def _linear(layer: nn.Linear, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
     """`activation(layer(x))` in the layer's dtype: bf16 layers take a bf16 copy of x and answer bf16, as
@@ -129,10 +138,19 @@ def _pack_for_onednn(layer: nn.Linear) -> None:
 #: The same in fp32 (to ~1e-7); in bf16 their roundings differ slightly, so a bf16 parity record names
 #: the layout it was measured with and is served with that one (`textguard.parity`). Per-sequence is
 #: the faster on CPU: torch's CPU attention kernel on a padded batch costs 1.5-2.5x more at lengths that
-#: are not a multiple of 16, and computes the padding (`bench/attention_layouts.py`, one thread, bf16:
+#: are not a multiple of 16, and computes the padding (`bench/encoder_layouts.py`, one thread, bf16:
 #: MiniLM 1.02-1.16x at drains of 1-16 texts, 1.50x at 32; e5 up to 1.13x). On a GPU the backend runs
 #: the padded layout (one kernel for the batch rather than one per sequence).
 ATTENTION_LAYOUTS = ("per-sequence", "padded")
+
+#: Which rows the last layer computes. "first-token": each sequence's first token only, all the pooler
+#: reads (keys and values still come from every token; the query, attention output and feed-forward
+#: products, most of a layer, run on one row per sequence); "all-tokens": every row, as transformers
+#: does (and parity records written before "first-token" existed were measured). Equal in fp32 (to
+#: ~6e-8); bf16 rounds a product of one row slightly differently from the same row in a larger product
+#: (up to 6e-5 on the bench models), so a bf16 parity record names the mode it was measured with.
+#: `bench/encoder_layouts.py --compare last-layer` measures the saving (about 1/6 of MiniLM's six layers).
+LAST_LAYER_ROWS = ("first-token", "all-tokens")
 
 
 class _Tokens:
@@ -169,6 +187,14 @@ class _Tokens:
         attended = _attention(self.pad(qkv), heads, self.attention_mask)
         return self.unpad(attended)
 
+    def attend_first(self, qkv: torch.Tensor, heads: int) -> torch.Tensor:
+        """`attend`'s row of each sequence's first token only: [tokens, 3 * hidden] -> [batch, hidden]."""
+        if self.lengths is not None:
+            return torch.cat(
+                [_attention(chunk.unsqueeze(0), heads, queries=1)[0] for chunk in qkv.split(self.lengths)]
+            )
+        return _attention(self.pad(qkv), heads, self.attention_mask, queries=1)[:, 0]
+
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """[batch, length, ...] -> [tokens, ...]."""
         flat = padded.reshape(self.batch * self.length, *padded.shape[2:])
@@ -183,13 +209,18 @@ class _Tokens:
         return padded.view(self.batch, self.length, -1)
 
 
-def _attention(qkv: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """[batch, length, 3 * hidden] -> [batch, length, hidden], as transformers' SDPA path computes it."""
+def _attention(
+    qkv: torch.Tensor, heads: int, mask: torch.Tensor | None = None, queries: int | None = None
+) -> torch.Tensor:
+    """[batch, length, 3 * hidden] -> [batch, length, hidden], as transformers' SDPA path computes it;
+    with `queries`, only the first `queries` positions attend: [batch, queries, hidden]."""
     batch, length, width = qkv.shape
     hidden = width // 3
     q, k, v = qkv.view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+    if queries is not None:
+        q = q[:, :, :queries]
     attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return attended.transpose(1, 2).reshape(batch, length, hidden)
+    return attended.transpose(1, 2).reshape(batch, q.shape[2], hidden)
 
 
 class EncoderClassifier(nn.Module):
@@ -228,12 +259,21 @@ class EncoderClassifier(nn.Module):
         self._fp32_linears: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         #: One of ATTENTION_LAYOUTS (`set_attention`).
         self.attention = ATTENTION_LAYOUTS[0]
+        #: One of LAST_LAYER_ROWS (`set_last_layer`).
+        self.last_layer = LAST_LAYER_ROWS[0]
 
     def set_attention(self, layout: str) -> None:
         """Attend per sequence or over the padded batch (ATTENTION_LAYOUTS)."""
         if layout not in ATTENTION_LAYOUTS:
             raise ValueError(f"unknown attention layout {layout!r}: one of {', '.join(ATTENTION_LAYOUTS)}")
         self.attention = layout
+
+    def set_last_layer(self, rows: str) -> None:
+        """Compute the last layer for each sequence's first token only, or for every token
+        (LAST_LAYER_ROWS)."""
+        if rows not in LAST_LAYER_ROWS:
+            raise ValueError(f"unknown last-layer rows {rows!r}: one of {', '.join(LAST_LAYER_ROWS)}")
+        self.last_layer = rows
 
     @property
     def bf16(self) -> bool:
@@ -274,9 +314,15 @@ class EncoderClassifier(nn.Module):
             + self.position_embeddings(tokens.unpad(positions))
         )
         x = self.embedding_norm(x)
-        for layer in self.layers:
+        *layers, last = self.layers
+        for layer in layers:
             x = layer(x, tokens)
-        pooled = torch.tanh(_linear(self.pool, x.index_select(0, tokens.first)))
+        last = cast(_Layer, last)
+        if self.last_layer == LAST_LAYER_ROWS[0]:
+            first = last.forward_first(x, tokens)
+        else:
+            first = last(x, tokens).index_select(0, tokens.first)
+        pooled = torch.tanh(_linear(self.pool, first))
         return _linear(self.classifier, pooled).float()
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:

@@ -18,7 +18,10 @@ evaluation and batch scoring:
   emulates it and is slower than fp32; without a parity record, nobody has checked that this model's
   decisions survive it. bf16 runs with the attention layout its record was measured with
   (`ATTENTION`: per-sequence attention rounds slightly differently from the padded layout of records
-  written before it, and is used for those only once `textguard export` has measured it again).
+  written before it, and is used for those only once `textguard export` has measured it again), and
+  with the last-layer rows it was measured with (`LAST_LAYER`: computing the last layer for the first
+  token only rounds slightly differently from computing it for every token, as records written before
+  it were measured).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ MIN_AGREEMENT = 0.995
 #: were measured with `LEGACY_ATTENTION`.
 ATTENTION = "attention"
 LEGACY_ATTENTION = "padded"
+#: Key of a bf16 report naming `textguard.encoder`'s last-layer rows it was measured with (the same way);
+#: reports written before the key existed were measured with `LEGACY_LAST_LAYER`.
+LAST_LAYER = "last_layer"
+LEGACY_LAST_LAYER = "all-tokens"
 
 Precision = Literal["fp32", "bf16"]
 RequestedPrecision = Literal["auto", "fp32", "bf16"]
@@ -94,7 +101,8 @@ def within_limits(report: dict[str, Any]) -> bool:
 
 def bf16_parity(scorer: Any, texts: Sequence[str]) -> dict[str, Any]:
     """`compare` of bf16 autocast against fp32 through one torch `Scorer` (its precision is restored).
-    Through `textguard.encoder`, the report names the attention layout it measured (`ATTENTION`)."""
+    Through `textguard.encoder`, the report names the attention layout (`ATTENTION`) and last-layer rows
+    (`LAST_LAYER`) it measured."""
     backend = scorer.backend
     original = backend.autocast_bf16
     try:
@@ -105,9 +113,11 @@ def bf16_parity(scorer: Any, texts: Sequence[str]) -> dict[str, Any]:
     finally:
         backend.autocast_bf16 = original
     report = compare(reference, candidate, scorer.spec)
-    layout = getattr(getattr(backend, "model", None), "attention", None)
-    if layout is not None:
-        report[ATTENTION] = layout
+    model = getattr(backend, "model", None)
+    for key, attribute in ((ATTENTION, "attention"), (LAST_LAYER, "last_layer")):
+        value = getattr(model, attribute, None)
+        if value is not None:
+            report[key] = value
     return report
 
 
@@ -178,6 +188,8 @@ class PrecisionChoice:
     #: `textguard.encoder`'s attention layout to run, when the parity record that chose bf16 names one
     #: (None: the encoder's default).
     attention: str | None = None
+    #: `textguard.encoder`'s last-layer rows to run, the same way.
+    last_layer: str | None = None
 
 
 def choose_precision(
@@ -208,10 +220,12 @@ def choose_precision(
             f"agreement {report.get('decision_agreement')}; limits {MAX_PROB_DIFF}, {MIN_AGREEMENT})",
         )
     layout = str(report.get(ATTENTION, LEGACY_ATTENTION))
+    last_layer = str(report.get(LAST_LAYER, LEGACY_LAST_LAYER))
     return PrecisionChoice(
         "bf16",
         f"native bf16 and recorded parity: max |prob diff| {float(report['max_abs_diff']):.2g}, "
         f"decision agreement {float(report['decision_agreement']):.4f} on {report['n_texts']} texts "
-        f"({layout} attention)",
+        f"({layout} attention, last layer on {last_layer})",
         attention=layout,
+        last_layer=last_layer,
     )

@@ -370,7 +370,11 @@ def _engine(
 ) -> InferenceBackend:
     if backend == "torch":
         return TorchBackend.from_directory(
-            directory, device=device, autocast_bf16=chosen.precision == "bf16", attention=chosen.attention
+            directory,
+            device=device,
+            autocast_bf16=chosen.precision == "bf16",
+            attention=chosen.attention,
+            last_layer=chosen.last_layer,
         )
     if backend == "onnx":
         return OnnxBackend(

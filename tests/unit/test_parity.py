@@ -16,7 +16,9 @@ from textguard.errors import ConfigError
 from textguard.parity import (
     ATTENTION,
     BF16_VARIANT,
+    LAST_LAYER,
     LEGACY_ATTENTION,
+    LEGACY_LAST_LAYER,
     MAX_PROB_DIFF,
     MIN_AGREEMENT,
     PARITY_FILE,
@@ -108,6 +110,7 @@ def test_bf16_parity_compares_one_scorer_with_itself_and_restores_its_precision(
     report = bf16_parity(scorer, TEXTS)
     assert report["n_texts"] == len(TEXTS) and 0.0 <= report["max_abs_diff"] < 0.05
     assert report[ATTENTION] == "per-sequence"  # the encoder's layout it measured
+    assert report[LAST_LAYER] == "first-token"  # and the rows its last layer computed
     assert scorer.backend.autocast_bf16 is False  # type: ignore[attr-defined]
     np.testing.assert_array_equal(scorer.predict_proba(TEXTS), before)
 
@@ -188,6 +191,30 @@ def test_bf16_is_served_with_the_attention_layout_its_record_measured(
         layouts[named] = scorer.backend.model.attention  # type: ignore[attr-defined]
     assert layouts == {None: "padded", "per-sequence": "per-sequence"}
     assert Scorer.from_artifact(artefact).backend.model.attention == "per-sequence"  # type: ignore[attr-defined]
+
+
+def test_bf16_is_served_with_the_last_layer_rows_its_record_measured(
+    tiny_artifact: Path, tmp_path: Path, native: None
+) -> None:
+    """The last layer computed for the first token only rounds differently in bf16 from the same rows
+    computed for every token: a record naming no rows (written before) serves bf16 with every token's;
+    fp32 and a record naming the rows get those."""
+    chosen = choose_precision("auto", backend="torch", device="cpu", parity=_record(0.001, 1.0))
+    assert chosen.last_layer == LEGACY_LAST_LAYER and "last layer on all-tokens" in chosen.reason
+    artefact = tmp_path / "model"
+    shutil.copytree(tiny_artifact, artefact)
+    rows = {}
+    for named in (None, "first-token"):
+        report = _record(0.001, 1.0)["variants"]
+        if named is not None:
+            report[BF16_VARIANT][LAST_LAYER] = named
+        write_parity(artefact, report, sample={"source": "test", "n_texts": 500})
+        refresh_checksums(artefact)
+        scorer = Scorer.from_artifact(artefact, precision="auto")
+        assert scorer.precision.precision == "bf16"
+        rows[named] = scorer.backend.model.last_layer  # type: ignore[attr-defined]
+    assert rows == {None: "all-tokens", "first-token": "first-token"}
+    assert Scorer.from_artifact(artefact).backend.model.last_layer == "first-token"  # type: ignore[attr-defined]
 
 
 def test_a_gpu_backend_runs_the_padded_layout_unless_a_record_names_one() -> None:
