@@ -169,52 +169,42 @@ def test_a_backend_that_compiles_per_shape_is_detected() -> None:
     assert not compiles_per_shape(_CompilingBackend(0.01))
 
 
-def test_bf16_is_served_with_the_attention_layout_its_record_measured(
-    tiny_artifact: Path, tmp_path: Path, native: None
+@pytest.mark.parametrize(
+    ("key", "attribute", "legacy", "current", "in_reason"),
+    [
+        (ATTENTION, "attention", LEGACY_ATTENTION, "per-sequence", "padded attention"),
+        (LAST_LAYER, "last_layer", LEGACY_LAST_LAYER, "first-token", "last layer on all-tokens"),
+    ],
+)
+def test_bf16_is_served_with_the_encoder_layout_its_record_measured(
+    tiny_artifact: Path,
+    tmp_path: Path,
+    native: None,
+    key: str,
+    attribute: str,
+    legacy: str,
+    current: str,
+    in_reason: str,
 ) -> None:
-    """The encoder's attention layouts round differently in bf16: a record naming none (written before
-    per-sequence attention) serves bf16 with the padded layout it was measured with; fp32 and a record
-    naming a layout get that one."""
+    """The encoder's attention layouts, and its last layer's rows, round differently in bf16: a record
+    naming none (written before the faster choice existed) serves bf16 with what it was measured with;
+    fp32 and a record naming one get that one."""
     chosen = choose_precision("auto", backend="torch", device="cpu", parity=_record(0.001, 1.0))
-    assert chosen.attention == LEGACY_ATTENTION and "padded attention" in chosen.reason
+    assert getattr(chosen, attribute) == legacy and in_reason in chosen.reason
     artefact = tmp_path / "model"
     shutil.copytree(tiny_artifact, artefact)
-    layouts = {}
-    for named in (None, "per-sequence"):
+    served = {}
+    for named in (None, current):
         report = _record(0.001, 1.0)["variants"]
         if named is not None:
-            report[BF16_VARIANT][ATTENTION] = named
+            report[BF16_VARIANT][key] = named
         write_parity(artefact, report, sample={"source": "test", "n_texts": 500})
         refresh_checksums(artefact)
         scorer = Scorer.from_artifact(artefact, precision="auto")
         assert scorer.precision.precision == "bf16"
-        layouts[named] = scorer.backend.model.attention  # type: ignore[attr-defined]
-    assert layouts == {None: "padded", "per-sequence": "per-sequence"}
-    assert Scorer.from_artifact(artefact).backend.model.attention == "per-sequence"  # type: ignore[attr-defined]
-
-
-def test_bf16_is_served_with_the_last_layer_rows_its_record_measured(
-    tiny_artifact: Path, tmp_path: Path, native: None
-) -> None:
-    """The last layer computed for the first token only rounds differently in bf16 from the same rows
-    computed for every token: a record naming no rows (written before) serves bf16 with every token's;
-    fp32 and a record naming the rows get those."""
-    chosen = choose_precision("auto", backend="torch", device="cpu", parity=_record(0.001, 1.0))
-    assert chosen.last_layer == LEGACY_LAST_LAYER and "last layer on all-tokens" in chosen.reason
-    artefact = tmp_path / "model"
-    shutil.copytree(tiny_artifact, artefact)
-    rows = {}
-    for named in (None, "first-token"):
-        report = _record(0.001, 1.0)["variants"]
-        if named is not None:
-            report[BF16_VARIANT][LAST_LAYER] = named
-        write_parity(artefact, report, sample={"source": "test", "n_texts": 500})
-        refresh_checksums(artefact)
-        scorer = Scorer.from_artifact(artefact, precision="auto")
-        assert scorer.precision.precision == "bf16"
-        rows[named] = scorer.backend.model.last_layer  # type: ignore[attr-defined]
-    assert rows == {None: "all-tokens", "first-token": "first-token"}
-    assert Scorer.from_artifact(artefact).backend.model.last_layer == "first-token"  # type: ignore[attr-defined]
+        served[named] = getattr(scorer.backend.model, attribute)  # type: ignore[attr-defined]
+    assert served == {None: legacy, current: current}
+    assert getattr(Scorer.from_artifact(artefact).backend.model, attribute) == current  # type: ignore[attr-defined]
 
 
 def test_a_gpu_backend_runs_the_padded_layout_unless_a_record_names_one() -> None:
