@@ -240,16 +240,23 @@ def run(settings: Any) -> None:
         preload.wait_verified()
         uvicorn.run(app, **common, **uvicorn_options(settings))
         return
+    import tempfile
+
+    from textguard.service import startup_turns
+
     # Worker processes rebuild the settings from the environment: hand them the resolved values,
     # including one generated audit key, so every worker hashes alike.
     os.environ.update(settings.to_env())
-    uvicorn.run(
-        "textguard.service.asgi:app_from_env",
-        factory=True,
-        workers=settings.workers,
-        **common,
-        **uvicorn_options(settings, in_process=False),
-    )
+    with tempfile.TemporaryDirectory(prefix="textguard-serve-") as private:
+        # The processes take turns through their first load (one lock file for this server).
+        os.environ[startup_turns.ENV] = str(Path(private) / "startup.lock")
+        uvicorn.run(
+            "textguard.service.asgi:app_from_env",
+            factory=True,
+            workers=settings.workers,
+            **common,
+            **uvicorn_options(settings, in_process=False),
+        )
 
 
 class _Preload:

@@ -53,6 +53,7 @@ from textguard.service.readiness import AuditProbe
 from textguard.service.scoring import ScoringService
 from textguard.service.security import ApiKeyAuth, BodyLimitMiddleware, WebSocketAdmission, require
 from textguard.service.settings import ServiceSettings
+from textguard.service.startup_turns import StartupTurn
 
 if TYPE_CHECKING:
     from textguard.scorer import Scorer
@@ -194,6 +195,10 @@ async def _start(
     app.state.model_manager = manager
     app.state.batcher = batcher
     batcher.start()
+    # With several server processes, one loads at a time (`startup_turns`), until its load settled.
+    turn = StartupTurn.from_environment() if settings.workers > 1 else None
+    if turn is not None:
+        await turn.acquire()
     # The model loads in the background from here on; the rest of start-up overlaps with it.
     await manager.start()
     audit = await asyncio.to_thread(AuditStore.from_settings, settings)
@@ -226,6 +231,8 @@ async def _start(
         # returns: a process still loading stays out of the kernel's rotation instead of answering 503
         # beside a sibling that is ready. (One process answers /readyz 503 while it loads.)
         await manager.settled()
+    if turn is not None:
+        turn.release()
     logger.info("service starting", extra={"fields": {"settings": settings.redacted()}})
 
 

@@ -1,0 +1,62 @@
+"""Server processes take turns through their first load: one holder of the turn at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from textguard.service.startup_turns import ENV, StartupTurn
+
+
+def test_a_second_process_waits_for_the_turn_until_the_first_releases_it(tmp_path: Path) -> None:
+    lock = tmp_path / "startup.lock"
+    first = StartupTurn(str(lock))
+
+    async def scenario() -> None:
+        await first.acquire()
+        # Another process (flock is per open file description, so a second open in this process
+        # would contend too; a real process makes the point without doubt).
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", (
+                "import asyncio, sys\n"
+                "from textguard.service.startup_turns import StartupTurn\n"
+                "asyncio.run(StartupTurn(sys.argv[1]).acquire())\n"
+                "print('acquired', flush=True)\n"
+            ), str(lock)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        await asyncio.sleep(1.0)
+        assert waiter.poll() is None, "the second process took the turn while the first held it"
+        first.release()
+        first.release()  # idempotent
+        out, _ = waiter.communicate(timeout=30)
+        assert waiter.returncode == 0 and out.strip() == "acquired"
+
+    asyncio.run(scenario())
+
+
+def test_a_process_that_dies_holding_the_turn_gives_it_up(tmp_path: Path) -> None:
+    lock = tmp_path / "startup.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import asyncio, sys, time\n"
+            "from textguard.service.startup_turns import StartupTurn\n"
+            "asyncio.run(StartupTurn(sys.argv[1]).acquire())\n"
+            "print('holding', flush=True)\n"
+            "time.sleep(60)\n"
+        ), str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    holder.kill()
+    holder.wait()
+    asyncio.run(asyncio.wait_for(StartupTurn(str(lock)).acquire(), timeout=10))
+
+
+def test_no_turns_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    assert StartupTurn.from_environment() is None
