@@ -12,23 +12,25 @@ import pytest
 from textguard.service.startup_turns import ENV, StartupTurn
 
 
+def _process_taking_the_turn(lock: Path, then: str) -> subprocess.Popen[str]:
+    """Another process: takes the turn on `lock`, prints "acquired", then runs `then`."""
+    code = (
+        "import asyncio, sys, time\n"
+        "from textguard.service.startup_turns import StartupTurn\n"
+        "asyncio.run(StartupTurn(sys.argv[1]).acquire())\n"
+        "print('acquired', flush=True)\n" + then
+    )
+    return subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
+
+
 def test_a_second_process_waits_for_the_turn_until_the_first_releases_it(tmp_path: Path) -> None:
     lock = tmp_path / "startup.lock"
     first = StartupTurn(str(lock))
 
     async def scenario() -> None:
         await first.acquire()
-        # Another process (flock is per open file description, so a second open in this process
-        # would contend too; a real process makes the point without doubt).
-        waiter = subprocess.Popen(
-            [sys.executable, "-c", (
-                "import asyncio, sys\n"
-                "from textguard.service.startup_turns import StartupTurn\n"
-                "asyncio.run(StartupTurn(sys.argv[1]).acquire())\n"
-                "print('acquired', flush=True)\n"
-            ), str(lock)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        # Another process, as the server processes are.
+        waiter = _process_taking_the_turn(lock, then="")
         await asyncio.sleep(1.0)
         assert waiter.poll() is None, "the second process took the turn while the first held it"
         first.release()
@@ -41,17 +43,8 @@ def test_a_second_process_waits_for_the_turn_until_the_first_releases_it(tmp_pat
 
 def test_a_process_that_dies_holding_the_turn_gives_it_up(tmp_path: Path) -> None:
     lock = tmp_path / "startup.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import asyncio, sys, time\n"
-            "from textguard.service.startup_turns import StartupTurn\n"
-            "asyncio.run(StartupTurn(sys.argv[1]).acquire())\n"
-            "print('holding', flush=True)\n"
-            "time.sleep(60)\n"
-        ), str(lock)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    holder = _process_taking_the_turn(lock, then="time.sleep(60)\n")
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "acquired"
     holder.kill()
     holder.wait()
     asyncio.run(asyncio.wait_for(StartupTurn(str(lock)).acquire(), timeout=10))
