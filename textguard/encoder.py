@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,20 +79,16 @@ class _Layer(nn.Module):
         self.output_norm = nn.LayerNorm(hidden, eps=eps)
         self.act = act
 
-    def forward(self, x: torch.Tensor, tokens: _Tokens) -> torch.Tensor:
-        """x: [real tokens, hidden], the residual stream (fp32)."""
-        attended = tokens.attend(_linear(self.qkv, x), self.heads)
+    def forward(self, x: torch.Tensor, tokens: _Tokens, first_only: bool = False) -> torch.Tensor:
+        """x: [real tokens, hidden], the residual stream (fp32). `first_only`: answer each sequence's
+        first-token row only, [batch, hidden] (all a classifier reads of the last layer): keys and values
+        still come from every token; the query, the attention output and the feed-forward block (most of
+        a layer's products) run on one row per sequence."""
+        attended = tokens.attend(_linear(self.qkv, x), self.heads, first_only=first_only)
+        if first_only:
+            x = x.index_select(0, tokens.first)
         x = self.attention_norm(_linear(self.attention_output, attended) + x)
         return self.output_norm(_linear(self.output, _linear(self.intermediate, x, self.act)) + x)
-
-    def forward_first(self, x: torch.Tensor, tokens: _Tokens) -> torch.Tensor:
-        """`forward`'s rows of each sequence's first token only, [batch, hidden]: all a classifier
-        reads of the last layer. Keys and values still come from every token; the query, the attention
-        output and the feed-forward block (most of a layer's products) run on one row per sequence."""
-        attended = tokens.attend_first(_linear(self.qkv, x), self.heads)
-        first = x.index_select(0, tokens.first)
-        first = self.attention_norm(_linear(self.attention_output, attended) + first)
-        return self.output_norm(_linear(self.output, _linear(self.intermediate, first, self.act)) + first)
 
 
 def _linear(layer: nn.Linear, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
@@ -182,20 +178,15 @@ class _Tokens:
         #: Row of each sequence's first token in [tokens, hidden].
         self.first = torch.cumsum(counts, dim=0) - counts
 
-    def attend(self, qkv: torch.Tensor, heads: int) -> torch.Tensor:
-        """Self-attention: [tokens, 3 * hidden] (query, key, value) -> [tokens, hidden]."""
+    def attend(self, qkv: torch.Tensor, heads: int, first_only: bool = False) -> torch.Tensor:
+        """Self-attention: [tokens, 3 * hidden] (query, key, value) -> [tokens, hidden], or with
+        `first_only` each sequence's first-token row only -> [batch, hidden]."""
+        queries = 1 if first_only else None
         if self.lengths is not None:
-            return torch.cat([_attention(chunk.unsqueeze(0), heads)[0] for chunk in qkv.split(self.lengths)])
-        attended = _attention(self.pad(qkv), heads, self.attention_mask)
-        return self.unpad(attended)
-
-    def attend_first(self, qkv: torch.Tensor, heads: int) -> torch.Tensor:
-        """`attend`'s row of each sequence's first token only: [tokens, 3 * hidden] -> [batch, hidden]."""
-        if self.lengths is not None:
-            return torch.cat(
-                [_attention(chunk.unsqueeze(0), heads, queries=1)[0] for chunk in qkv.split(self.lengths)]
-            )
-        return _attention(self.pad(qkv), heads, self.attention_mask, queries=1)[:, 0]
+            chunks = qkv.split(self.lengths)
+            return torch.cat([_attention(chunk.unsqueeze(0), heads, queries=queries)[0] for chunk in chunks])
+        attended = _attention(self.pad(qkv), heads, self.attention_mask, queries)
+        return attended[:, 0] if first_only else self.unpad(attended)
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """[batch, length, ...] -> [tokens, ...]."""
@@ -316,15 +307,12 @@ class EncoderClassifier(nn.Module):
             + self.position_embeddings(tokens.unpad(positions))
         )
         x = self.embedding_norm(x)
-        *layers, last = self.layers
-        for layer in layers:
-            x = layer(x, tokens)
-        last = cast(_Layer, last)
-        if self.last_layer == LAST_LAYER_ROWS[0]:
-            first = last.forward_first(x, tokens)
-        else:
-            first = last(x, tokens).index_select(0, tokens.first)
-        pooled = torch.tanh(_linear(self.pool, first))
+        first_only = self.last_layer == LAST_LAYER_ROWS[0]
+        for index, layer in enumerate(self.layers):
+            x = layer(x, tokens, first_only=first_only and index == len(self.layers) - 1)
+        if not first_only:
+            x = x.index_select(0, tokens.first)
+        pooled = torch.tanh(_linear(self.pool, x))
         return _linear(self.classifier, pooled).float()
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
