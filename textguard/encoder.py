@@ -95,15 +95,49 @@ def _linear(layer: nn.Linear, x: torch.Tensor, activation: str | None = None) ->
     """`activation(layer(x))` in the layer's dtype: bf16 layers take a bf16 copy of x and answer bf16, as
     autocast does, but with weights cast (and packed for oneDNN) once rather than on every pass."""
     packed = layer.__dict__.get(_PACKED)
-    if packed is not None:
-        out = torch.ops.mkldnn._linear_pointwise(
-            x.to(torch.bfloat16).contiguous(), packed, layer.bias, "none", [], ""
-        )
-    else:
+    if packed is None:
         out = F.linear(x.to(layer.weight.dtype), layer.weight, layer.bias)
+        return ACTIVATIONS[activation](out) if activation else out
+    rows = x.shape[0]
+    source = _bf16_rows(x, padded_rows(rows))
+    out = torch.ops.mkldnn._linear_pointwise(source, packed, layer.bias, "none", [], "")
     # Not fused into the packed product (oneDNN can): GELU before rounding to bf16 moved the demo model's
     # bf16 parity from 0.0113 to 0.0133 (max |prob diff| on 512 validation texts), for no measured gain.
-    return ACTIVATIONS[activation](out) if activation else out
+    # Applied before the padding rows are dropped, so oneDNN's GELU sees the same bucketed shapes.
+    out = ACTIVATIONS[activation](out) if activation else out
+    return out[:rows]
+
+
+#: Row counts up to this run as they are; above it, packed products round their rows up (`padded_rows`).
+EXACT_ROWS = 16
+
+
+def padded_rows(rows: int) -> int:
+    """The row count a packed bf16 product runs at: `rows` up to EXACT_ROWS, then rounded up to one of
+    eight steps per power of two (at most 1/8 more rows, all zeros).
+
+    oneDNN builds a primitive, JIT-compiling its kernels, for every new input shape, and keeps 1,024 of
+    them. Chat drains run on their real tokens only, so nearly every drain brings a new row count (on
+    the bench texts at c=32, MiniLM: about 2,400 primitives built in 600 drains, 1.25 ms of compiling
+    per text, a fifth of an inference worker's CPU; ONEDNN_VERBOSE=profile_create). In steps, the
+    shapes are few (five primitives per step: four products and GELU; ~90 steps up to 64 texts of 128
+    tokens) and stay cached. Rows of a matrix product are computed independently, so the real rows'
+    results do not change (bit-identical on the bench texts; tests/integration/test_encoder.py)."""
+    if rows <= EXACT_ROWS:
+        return rows
+    step = 1 << (rows.bit_length() - 4)
+    return -(-rows // step) * step
+
+
+def _bf16_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """A contiguous bf16 copy of x ([n, features]) with zero rows appended up to `rows` (x itself where
+    it already is one)."""
+    if rows == x.shape[0]:
+        return x.to(torch.bfloat16).contiguous()
+    padded = x.new_empty((rows, x.shape[1]), dtype=torch.bfloat16)
+    padded[: x.shape[0]].copy_(x)
+    padded[x.shape[0] :].zero_()
+    return padded
 
 
 #: Attribute of a bf16 nn.Linear holding its weight packed in oneDNN's layout for this CPU. Packed once,

@@ -195,3 +195,37 @@ def test_a_model_in_memory_scores_as_its_saved_artefact(tiny_artifact: Path) -> 
     )
     assert isinstance(in_memory.backend.model, encoder.EncoderClassifier)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(in_memory.logits(TEXTS), Scorer.from_artifact(tiny_artifact).logits(TEXTS))
+
+
+def test_packed_products_run_on_few_row_counts() -> None:
+    """Rows round up to eight steps per power of two above 16 (at most 1/8 more): a drain of up to 64
+    texts of 128 tokens meets fewer than a hundred shapes, where exact counts would be 8,192."""
+    counts = [encoder.padded_rows(rows) for rows in range(1, 8193)]
+    assert counts[:16] == list(range(1, 17))
+    assert all(rows <= padded <= rows + rows / 8 for rows, padded in enumerate(counts, start=1))
+    assert counts == sorted(counts) and all(encoder.padded_rows(p) == p for p in counts)
+    assert len(set(counts)) < 100
+
+
+def test_padding_rows_leave_the_real_rows_of_a_bf16_product_unchanged(
+    tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A packed bf16 product padded with zero rows gives the real rows as the exact product does, and
+    the scores of texts do not move (rows of a matrix product are computed independently)."""
+    scorer = Scorer.from_artifact(tiny_artifact)
+    scorer.backend.autocast_bf16 = True  # type: ignore[attr-defined]
+    model = scorer.backend.model  # type: ignore[attr-defined]
+    layer = model.layers[0].intermediate
+    packed = layer.__dict__.get(encoder._PACKED)
+    if packed is None:
+        pytest.skip("this torch build or CPU does not pack bf16 weights for oneDNN")
+    x = torch.linspace(-2, 2, 37 * layer.in_features).reshape(37, -1)
+    assert encoder.padded_rows(37) == 40
+    exact = torch.ops.mkldnn._linear_pointwise(x.bfloat16(), packed, layer.bias, "none", [], "")
+    ours = encoder._linear(layer, x)
+    assert ours.shape == exact.shape and ours.is_contiguous()
+    # One bf16 step at most, in case a CPU's kernel blocks its sums by the row count (equal on AMX).
+    torch.testing.assert_close(ours, exact, rtol=2**-7, atol=1e-6)
+    padded = scorer.logits(TEXTS * 3)
+    monkeypatch.setattr(encoder, "padded_rows", lambda rows: rows)
+    np.testing.assert_allclose(padded, scorer.logits(TEXTS * 3), rtol=2**-7, atol=1e-3)
