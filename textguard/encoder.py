@@ -8,9 +8,10 @@ This module runs exactly those from the artefact's `config.json` and safetensors
 operators as transformers' SDPA path (logits equal to ~1e-6 in fp32: tests/integration/test_encoder.py),
 and faster on chat traffic: padding is never computed (each sequence attends alone; everything else runs
 on the real tokens only), the last layer computes only the first token's row (all the head reads),
-query/key/value are one matrix product, and bf16 weights are cast and packed
-once (on the bench texts, one core, before per-sequence attention: about 1.3x transformers' fp32 path
-and its bf16 autocast path; bench/serve_load.py measures the service).
+query/key/value are one matrix product, bf16 weights are cast and packed once (on the bench texts, one
+core, before per-sequence attention: about 1.3x transformers' fp32 path and its bf16 autocast path;
+bench/serve_load.py measures the service), and packed products run on bucketed row counts, so oneDNN
+reuses the kernels it compiled instead of compiling for nearly every drain (`padded_rows`).
 
 `supports(config)` says whether a config is one of them; anything else (another architecture,
 relative positions, a decoder) is loaded through transformers by `textguard.backends`. Training and
