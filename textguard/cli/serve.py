@@ -199,6 +199,7 @@ def run(settings: Any) -> None:
     import os
 
     from textguard.artifact import REMOTE_SCHEMES
+    from textguard.service.preload import VERIFIED_ENV, Preload
 
     _passive_omp_threads()  # before the preload thread imports torch
     preload = None
@@ -210,13 +211,16 @@ def run(settings: Any) -> None:
                 "models:/<name>@<alias>"
             )
         if settings.workers == 1:
-            preload = _Preload(settings, directory)
+            preload = Preload(settings, directory)
         else:
             from textguard.spec import load_spec, verify_artifact
 
             verify_artifact(directory, load_spec(directory))
+            # Each process loads what was just verified without hashing it again (e5: 0.7 s of CPU
+            # each, on the cores the first process needs to get ready).
+            os.environ[VERIFIED_ENV] = str(directory.resolve())
     elif settings.workers == 1:
-        preload = _Preload(settings, None)
+        preload = Preload(settings, None)
 
     import uvicorn
 
@@ -257,61 +261,6 @@ def run(settings: Any) -> None:
             **common,
             **uvicorn_options(settings, in_process=False),
         )
-
-
-class _Preload:
-    """The served model's first load, started before the web stack is imported and the app built (both
-    take ~0.5 s of the main thread; e5's load ~2.5 s). A local artefact's checksums are hashed once,
-    beside the load (hashlib releases the GIL: e5's 470 MB take 0.4 s), and the load is handed to the
-    service only once they matched."""
-
-    def __init__(self, settings: Any, directory: Path | None) -> None:
-        from concurrent.futures import Future
-        from threading import Thread
-
-        self.verified: Future[None] = Future()
-        self.loaded: Future[Any] = Future()
-        self._first_worker = None
-        if settings.inference_processes:
-            from textguard.inference_worker import WorkerProcess
-
-            # Its torch import runs on the other core from here on, beside everything below.
-            self._first_worker = WorkerProcess(preimport_torch=settings.backend == "torch")
-        if directory is None:  # a registry model: checked when downloaded, and by the loader
-            self.verified.set_result(None)
-        else:
-            Thread(target=self._verify, args=(directory,), name="textguard-verify", daemon=True).start()
-        Thread(
-            target=self._load, args=(settings, directory is not None), name="textguard-preload", daemon=True
-        ).start()
-
-    def _verify(self, directory: Path) -> None:
-        from textguard.spec import load_spec, verify_artifact
-
-        try:
-            verify_artifact(directory, load_spec(directory))
-        except BaseException as exc:  # handed to the CLI, which reports it in one line
-            self.verified.set_exception(exc)
-        else:
-            self.verified.set_result(None)
-
-    def _load(self, settings: Any, verified: bool) -> None:
-        try:
-            from textguard.service.model_manager import ModelManager
-
-            loaded = ModelManager(settings, first_worker=self._first_worker).load_now(verified=verified)
-        except BaseException as exc:  # a tampered file explains a failed load best: report that
-            self.loaded.set_exception(self.verified.exception() or exc)
-            return
-        failure = self.verified.exception()  # waits for the checksums: never serve what failed them
-        if failure is not None:
-            self.loaded.set_exception(failure)
-        else:
-            self.loaded.set_result(loaded)
-
-    def wait_verified(self) -> None:
-        """Return once the checksums matched; raise what verification raised."""
-        self.verified.result()
 
 
 def keys_new(

@@ -73,10 +73,15 @@ SCORED_PATHS = frozenset({"/v1/score", "/v1/moderations"})
 
 
 def create_app(
-    settings: ServiceSettings, scorer: Scorer | None = None, preload: Future[LoadedModel] | None = None
+    settings: ServiceSettings,
+    scorer: Scorer | None = None,
+    preload: Future[LoadedModel] | None = None,
+    turn: StartupTurn | None = None,
 ) -> FastAPI:
     """Build the service. `scorer` serves a prebuilt model (tests); otherwise `settings.model` loads, or
-    `preload`, a load of it already under way (`textguard serve` starts it before building the app)."""
+    `preload`, a load of it already under way (`textguard serve` starts it before building the app).
+    `turn`: this process's startup turn (`--workers N`), already taken; released once the first load
+    settled (None: taken at start-up from the environment, where one is set)."""
     # Fail before serving anything if the policy file is invalid: a policy typo must not start a server.
     policies = PolicySet.load(settings.policy)
     metrics = ServiceMetrics()
@@ -84,7 +89,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            await _start(app, settings, scorer, policies, metrics, preload)
+            await _start(app, settings, scorer, policies, metrics, preload, turn)
             yield
         finally:
             await _stop(app)
@@ -167,6 +172,7 @@ async def _start(
     policies: PolicySet,
     metrics: ServiceMetrics,
     preload: Future[LoadedModel] | None,
+    turn: StartupTurn | None,
 ) -> None:
     if settings.audit_hash_key_generated:
         logger.warning(
@@ -196,7 +202,8 @@ async def _start(
     app.state.batcher = batcher
     batcher.start()
     # With several server processes, one loads at a time (`startup_turns`), until its load settled.
-    turn = StartupTurn.from_environment() if settings.workers > 1 else None
+    if turn is None and settings.workers > 1:
+        turn = StartupTurn.from_environment()
     if turn is not None:
         await turn.acquire()
     # The model loads in the background from here on; the rest of start-up overlaps with it.

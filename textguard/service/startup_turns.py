@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import time
 
 #: Path of the lock file the server processes take turns on (set by `textguard serve --workers N`).
 ENV = "TEXTGUARD_STARTUP_TURNS"
@@ -26,7 +27,8 @@ POLL_S = 0.05
 
 
 class StartupTurn:
-    """One process's turn: `await acquire()` before its first load, `release()` once it has settled."""
+    """One process's turn: `await acquire()` (or `acquire_blocking()`) before its first load,
+    `release()` once it has settled. Acquiring a turn this process already holds returns at once."""
 
     def __init__(self, path: str) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -43,6 +45,15 @@ class StartupTurn:
                 return
             except BlockingIOError:
                 await asyncio.sleep(POLL_S)
+
+    def acquire_blocking(self) -> None:
+        """`acquire` for a process whose event loop is not serving yet (`textguard.service.asgi`)."""
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                time.sleep(POLL_S)
 
     def release(self) -> None:
         """Give the turn up (closing the descriptor releases the lock); idempotent."""

@@ -1,0 +1,78 @@
+"""The served model's first load, started as early as a server process can.
+
+`textguard serve` starts it before it imports the web stack and builds the app; each process of
+`textguard serve --workers N` starts it when its turn to load comes (`textguard.service.asgi`), also
+before the app is built. Either way the inference worker's torch import and the model's load run on
+one core while the web stack imports on the other, instead of one after the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: Set by `textguard serve --workers N` to the artefact directory it has just verified: its processes
+#: load that directory without hashing it again (a process manager running the ASGI entry itself does
+#: not set it, and its processes verify).
+VERIFIED_ENV = "TEXTGUARD_VERIFIED_ARTEFACT"
+
+
+class Preload:
+    """The served model's first load, started before the web stack is imported and the app built (both
+    take ~0.5 s of the main thread; e5's load ~2.5 s). A local artefact's checksums are hashed once,
+    beside the load (hashlib releases the GIL: e5's 470 MB take 0.4 s), and the load is handed to the
+    service only once they matched."""
+
+    def __init__(self, settings: Any, directory: Path | None, *, verified: bool = False) -> None:
+        """`directory`: a local artefact whose checksums are hashed here, beside the load; None: the
+        loader checks the model itself (a registry download), unless `verified` says the caller has
+        just verified it (`VERIFIED_ENV`)."""
+        from concurrent.futures import Future
+        from threading import Thread
+
+        self.verified: Future[None] = Future()
+        self.loaded: Future[Any] = Future()
+        self._first_worker = None
+        if settings.inference_processes:
+            from textguard.inference_worker import WorkerProcess
+
+            # Its torch import runs on the other core from here on, beside everything below.
+            self._first_worker = WorkerProcess(preimport_torch=settings.backend == "torch")
+        if directory is None:
+            self.verified.set_result(None)
+        else:
+            Thread(target=self._verify, args=(directory,), name="textguard-verify", daemon=True).start()
+        Thread(
+            target=self._load,
+            args=(settings, directory is not None or verified),
+            name="textguard-preload",
+            daemon=True,
+        ).start()
+
+    def _verify(self, directory: Path) -> None:
+        from textguard.spec import load_spec, verify_artifact
+
+        try:
+            verify_artifact(directory, load_spec(directory))
+        except BaseException as exc:  # handed to the CLI, which reports it in one line
+            self.verified.set_exception(exc)
+        else:
+            self.verified.set_result(None)
+
+    def _load(self, settings: Any, verified: bool) -> None:
+        try:
+            from textguard.service.model_manager import ModelManager
+
+            loaded = ModelManager(settings, first_worker=self._first_worker).load_now(verified=verified)
+        except BaseException as exc:  # a tampered file explains a failed load best: report that
+            self.loaded.set_exception(self.verified.exception() or exc)
+            return
+        failure = self.verified.exception()  # waits for the checksums: never serve what failed them
+        if failure is not None:
+            self.loaded.set_exception(failure)
+        else:
+            self.loaded.set_result(loaded)
+
+    def wait_verified(self) -> None:
+        """Return once the checksums matched; raise what verification raised."""
+        self.verified.result()
