@@ -199,7 +199,7 @@ def run(settings: Any) -> None:
     import os
 
     from textguard.artifact import REMOTE_SCHEMES
-    from textguard.service.preload import VERIFIED_ENV, Preload
+    from textguard.service.preload import VERIFIED_ENV, Preload, on_disk
 
     _passive_omp_threads()  # before the preload thread imports torch
     preload = None
@@ -215,10 +215,11 @@ def run(settings: Any) -> None:
         else:
             from textguard.spec import load_spec, verify_artifact
 
+            fingerprint = on_disk(directory)
             verify_artifact(directory, load_spec(directory))
-            # Each process loads what was just verified without hashing it again (e5: 0.7 s of CPU
-            # each, on the cores the first process needs to get ready).
-            os.environ[VERIFIED_ENV] = str(directory.resolve())
+            # Each process loads what was just verified without hashing it again, while the files are
+            # as they were (e5: 0.7 s of CPU each, on the cores the first process needs to get ready).
+            os.environ[VERIFIED_ENV] = fingerprint
     elif settings.workers == 1:
         preload = Preload(settings, None)
 

@@ -13,8 +13,6 @@ turns are decided.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,11 +29,10 @@ def app_from_env() -> FastAPI:
     turn = StartupTurn.from_environment() if settings.workers > 1 else None
     preload = None
     if turn is not None:
-        from textguard.service.preload import VERIFIED_ENV, Preload
+        from textguard.service.preload import Preload, verified_by_parent
 
         turn.acquire_blocking()
-        verified = os.environ.get(VERIFIED_ENV) == str(Path(settings.model).expanduser().resolve())
-        preload = Preload(settings, None, verified=verified).loaded
+        preload = Preload(settings, None, verified=verified_by_parent(settings.model)).loaded
 
     from textguard.service.app import create_app
 

@@ -8,13 +8,38 @@ one core while the web stack imports on the other, instead of one after the othe
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-#: Set by `textguard serve --workers N` to the artefact directory it has just verified: its processes
-#: load that directory without hashing it again (a process manager running the ASGI entry itself does
-#: not set it, and its processes verify).
+#: Set by `textguard serve --workers N` to the `on_disk` fingerprint of the artefact it has just
+#: verified: a process finding the same fingerprint loads the artefact without hashing it again; one
+#: that does not (a file rewritten or replaced since, as before a process respawned later) verifies it.
+#: A process manager running the ASGI entry itself does not set it, and its processes verify.
 VERIFIED_ENV = "TEXTGUARD_VERIFIED_ARTEFACT"
+
+
+def on_disk(directory: Path) -> str:
+    """What the files of an artefact directory are on disk: each file's name, size, inode and
+    modification and change times. Writing, replacing or renaming a file changes it (a file's change
+    time cannot be set back by a process). Taken before hashing, so a change during it shows too."""
+    import hashlib
+
+    directory = directory.expanduser().resolve()
+    entries = [str(directory)]
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            name = path.relative_to(directory)
+            entries.append(f"{name}:{st.st_size}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+    return hashlib.sha256("\n".join(entries).encode("utf-8")).hexdigest()
+
+
+def verified_by_parent(model: str) -> bool:
+    """Whether `textguard serve` verified the artefact `model` names and its files are as they were."""
+    expected = os.environ.get(VERIFIED_ENV)
+    directory = Path(model).expanduser()
+    return expected is not None and directory.is_dir() and on_disk(directory) == expected
 
 
 class Preload:
