@@ -155,7 +155,9 @@ def test_overload_is_shed_at_once_and_latency_stays_bounded(small_queue_server: 
     bound = max(1.0, 4 * 2 * MAX_QUEUE / capacity)
     served_latency = [outcome.latency for outcome in served]
     assert _percentile(served_latency, 95) < bound, (_percentile(served_latency, 95), bound)
-    # ... from the first third of the overload to the last (an unbounded queue grows all along).
+    # ... from the first third of the overload to the last (an unbounded queue grows all along). Medians:
+    # a third holds a few dozen answers, whose p95 is one or two of them (a full run on a busy machine
+    # read 0.196 -> 0.695 s once, passing alone three times in three); a growing queue moves the median.
     thirds = [
         [
             o.latency
@@ -164,8 +166,8 @@ def test_overload_is_shed_at_once_and_latency_stays_bounded(small_queue_server: 
         ]
         for k in range(3)
     ]
-    assert _percentile(thirds[2], 95) < 2 * _percentile(thirds[0], 95) + 0.25, [
-        round(_percentile(third, 95), 3) for third in thirds
+    assert statistics.median(thirds[2]) < 2 * statistics.median(thirds[0]) + 0.25, [
+        round(statistics.median(third), 3) for third in thirds
     ]
     # Shedding is immediate: a refusal costs no scoring time.
     shed_latency = [outcome.latency for outcome in shed]
