@@ -39,21 +39,20 @@ class StartupTurn:
         return cls(path) if path else None
 
     async def acquire(self) -> None:
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                await asyncio.sleep(POLL_S)
+        while not self._try():
+            await asyncio.sleep(POLL_S)
 
     def acquire_blocking(self) -> None:
         """`acquire` for a process whose event loop is not serving yet (`textguard.service.asgi`)."""
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                time.sleep(POLL_S)
+        while not self._try():
+            time.sleep(POLL_S)
+
+    def _try(self) -> bool:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     def release(self) -> None:
         """Give the turn up (closing the descriptor releases the lock); idempotent."""
