@@ -127,7 +127,17 @@ def small_queue_server(tiny_artifact: Path, tmp_path: Path) -> Any:
 
 
 def test_overload_is_shed_at_once_and_latency_stays_bounded(small_queue_server: ServeProcess) -> None:
-    url = small_queue_server.url
+    # A timing test on two shared cores, beside its own Python client: one stall of the machine (a slow
+    # fsync of the audit store, the client starved of CPU) failed a try in 3 of about 20 runs; a queue
+    # that does not shed, or latency that grows with it, fails every try.
+    try:
+        _overload_is_shed(small_queue_server.url)
+    except AssertionError:
+        time.sleep(1.0)  # the queue of the first try drains
+        _overload_is_shed(small_queue_server.url)
+
+
+def _overload_is_shed(url: str) -> None:
     # 16 x 32 texts > MAX_QUEUE: this sheds already, so the answers measure what the server can score.
     # With 8 clients the tiny model's server outran their closed loop: it then took 2.5x that "capacity"
     # without shedding (1 run in 4 with the packed-token encoder).
@@ -139,8 +149,11 @@ def test_overload_is_shed_at_once_and_latency_stays_bounded(small_queue_server: 
     outcomes = asyncio.run(_open_loop(url, rate, seconds))
     started = min(outcome.sent_at for outcome in outcomes)
     achieved = len(outcomes) / (max(outcome.sent_at for outcome in outcomes) - started)
-    assert achieved > 0.8 * rate, (
-        f"the client could not generate the load ({achieved:.0f} of {rate:.0f} req/s)"
+    # What must hold is an overload, not the exact 2.5x: the Python client shares the two cores with
+    # the server, and one CI run sent 110 of 174 req/s (1.6x capacity) when the server measured fast.
+    assert achieved * PER_REQUEST > 1.5 * capacity, (
+        f"the client could not overload the server ({achieved:.0f} req/s sent, {rate:.0f} asked, "
+        f"capacity {capacity / PER_REQUEST:.0f})"
     )
 
     served = [outcome for outcome in outcomes if outcome.status == 200]
