@@ -565,6 +565,53 @@ def test_an_idle_worker_gathers_only_while_another_is_busy(scorer: Scorer) -> No
         loop.close()
 
 
+def test_a_drain_takes_at_most_drain_max_texts_in_whole_requests(scorer: Scorer) -> None:
+    """A worker alone takes the queue only up to `drain_max` texts, whole requests, at least one; the
+    gather wait counts a full drain as enough; 0 takes everything."""
+    batcher = MicroBatcher(
+        lambda: LoadedModel(scorer, "textguard", "v", None), max_batch_size=32, workers=2, drain_max=8
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        sizes = [3, 3, 3, 1, 20]
+        for index, size in enumerate(sizes):
+            batcher._jobs.append(_Job([f"t{index}"] * size, loop.create_future(), loop))
+        batcher._queued_texts = sum(sizes)
+        # 3 + 3 fit; the next 3 would make 9.
+        assert [len(job.texts) for job in batcher._take_share()] == [3, 3]
+        assert [len(job.texts) for job in batcher._take_share()] == [3, 1]
+        assert [len(job.texts) for job in batcher._take_share()] == [20]  # larger than the cap: whole
+        assert batcher._queued_texts == 0 and not batcher._jobs
+        # While the other worker is busy, 8 queued texts are a full drain: no gathering wait.
+        batcher.gather_seconds = 0.05
+        batcher._inflight[1] = (8, 99.9)
+        for index in range(8):
+            batcher._jobs.append(_Job([f"g{index}"], loop.create_future(), loop, enqueued_at=100.0))
+        batcher._queued_texts = 8
+        assert batcher._gather_wait(now=100.01) == 0.0
+        batcher.drain_max = 0  # no cap: everything queued, and a full forward batch to gather
+        assert batcher._gather_wait(now=100.01) == pytest.approx(0.04)
+        assert len(batcher._take_share()) == 8
+    finally:
+        loop.close()
+
+
+def test_capped_drains_answer_like_one_forward_pass(scorer: Scorer) -> None:
+    model = LoadedModel(scorer, "textguard", "v", None)
+    batcher = MicroBatcher(lambda: model, max_batch_size=4, workers=2, drain_max=3)
+    batcher.start()
+    texts = [f"message {i} " + "word " * (i % 5) for i in range(25)]
+    try:
+
+        async def scenario() -> list[np.ndarray]:
+            return list(await asyncio.gather(*(batcher.score([text]) for text in texts)))
+
+        results = asyncio.run(scenario())
+    finally:
+        batcher.stop()
+    np.testing.assert_allclose(np.vstack(results), scorer.predict_proba(texts), atol=1e-5)
+
+
 def test_a_worker_finishing_its_drain_clears_only_its_own_forward_pass(scorer: Scorer) -> None:
     """The time-ahead estimate counts each worker's forward pass until that worker's last answer."""
     batcher = MicroBatcher(lambda: LoadedModel(scorer, "textguard", "v", None), max_batch_size=4, workers=2)

@@ -125,6 +125,9 @@ def serve(
     ),
     max_queue: int | None = typer.Option(None, help="queued texts before answering 503 [1024]"),
     batch_max_size: int | None = typer.Option(None, help="texts per forward pass [32]"),
+    batch_drain_max: int | None = typer.Option(
+        None, help="texts an inference worker takes from the queue at once; 0=all queued [8]"
+    ),
     batch_gather_ms: float | None = typer.Option(
         None,
         help="while another worker is busy, wait up to this long for a full batch [0 with inference "

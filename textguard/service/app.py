@@ -190,6 +190,7 @@ async def _start(
         metrics=metrics,
         workers=workers,
         gather_seconds=settings.gather_seconds(),
+        drain_max=settings.batch_drain_max,
         # With inference processes each process sets its own threads, and this one never imports torch.
         on_worker_start=lambda: (
             _set_torch_threads(threads)

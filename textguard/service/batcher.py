@@ -3,8 +3,9 @@
 Requests put their texts on a bounded queue and await a future. Each worker thread loops:
 
 1. wait until something is queued, then take its share of what is queued: everything when it is the
-   only idle worker, else an even split between the idle ones (no fixed wait: a timer before each
-   batch adds straight to latency, and under load the queue fills while the other drains run);
+   only idle worker, else an even split between the idle ones, and at most `drain_max` texts (whole
+   requests, at least one); no fixed wait: a timer before each batch adds straight to latency, and
+   under load the queue fills while the other drains run;
 2. tokenise all drained texts into windows in one call (`Scorer.windows`: Rust, releases the GIL);
 3. run the windows through the scorer's one path (`Scorer.iter_probabilities`: length-sorted
    sub-batches of `batch_max_size`, so short chat messages do not pay for the padding of a long one,
@@ -12,6 +13,14 @@ Requests put their texts on a bounded queue and await a future. Each worker thre
    scores (`WindowScores`) as soon as its last window is done. Steps 2-3 are one call,
    `score_drain`: with inference processes (`textguard.service.inference_process.ProcessScorer`) the
    forward passes run in a worker process while this thread waits on its socket.
+
+Why a drain is capped (`drain_max`, the `batch_drain_max` setting, 8 by default): a worker that takes
+everything queued while the other is busy leaves it a few texts when it comes back, and the two fall
+into uneven drains: requests that arrive behind a long drain wait for it and then for their own. At
+c=32 (MiniLM, one server process, two inference workers, wrk, four interleaved rounds on 2 AMD cores;
+README Performance) drains of at most 8 texts answered p99 115 ms against 170 uncapped, at 412
+against 384 msgs/s; at most 4 cost throughput (342 msgs/s: more drains, each with its round trip).
+A request larger than the cap is still taken whole and run in sub-batches of `max_batch_size`.
 
 Tokenising in the worker rather than in each request: one `encode_batch` per drain cost ~10% less CPU
 than one call per request on chat texts (bench/serve_load.py prints both), keeps that work off the
@@ -82,10 +91,13 @@ class MicroBatcher:
         metrics: ServiceMetrics | None = None,
         workers: int = 1,
         gather_seconds: float = 0.0,
+        drain_max: int = 0,
         on_worker_start: Callable[[], None] | None = None,
     ) -> None:
         self._model = model
         self.max_batch_size = max_batch_size
+        #: Texts one worker takes from the queue at once (whole requests, at least one); 0 = no cap.
+        self.drain_max = drain_max
         self.max_queue = max_queue
         self.metrics = metrics
         self.workers = max(1, workers)
@@ -257,20 +269,25 @@ class MicroBatcher:
     def _gather_wait(self, now: float) -> float:
         """Seconds to wait for more requests before taking the queue (lock held).
 
-        While another worker is in a forward pass, a worker waits until the queue holds a full batch or
-        its oldest request has waited `gather_seconds`: taking each request the moment it arrives would
-        run many forward passes of one or two texts (the costliest per text) while the busy worker's
-        requesters are about to send their next ones. With no other worker busy there is nobody to wait
-        for, and the request is scored at once (so a lone request never waits)."""
-        if not self._inflight or self._queued_texts >= self.max_batch_size or not self.gather_seconds:
+        While another worker is in a forward pass, a worker waits until the queue holds a full batch (or
+        a full drain, when `drain_max` is smaller) or its oldest request has waited `gather_seconds`:
+        taking each request the moment it arrives would run many forward passes of one or two texts (the
+        costliest per text) while the busy worker's requesters are about to send their next ones. With no
+        other worker busy there is nobody to wait for, and the request is scored at once (so a lone
+        request never waits)."""
+        full = min(self.max_batch_size, self.drain_max or self.max_batch_size)
+        if not self._inflight or self._queued_texts >= full or not self.gather_seconds:
             return 0.0
         return self._jobs[0].enqueued_at + self.gather_seconds - now
 
     def _take_share(self) -> list[_Job]:
         """The queued jobs this worker takes (lock held): all of them when no other worker is idle, else
         about an even share of the texts (whole jobs, at least one), so a burst is split between idle
-        workers instead of one worker scoring it while the others wait."""
+        workers instead of one worker scoring it while the others wait; never more than `drain_max`
+        texts unless one job alone holds more (the module docstring says why)."""
         share = -(-self._queued_texts // (self._idle + 1))
+        if self.drain_max:
+            share = min(share, self.drain_max)
         jobs: list[_Job] = []
         taken = 0
         while self._jobs and (not jobs or taken + len(self._jobs[0].texts) <= share):

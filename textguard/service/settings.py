@@ -147,6 +147,12 @@ class ServiceSettings(BaseSettings):
     # -- batching and model refresh ----------------------------------------------------------------
     max_queue: int = Field(default=1024, ge=1, description="texts waiting for inference before shedding load")
     batch_max_size: int = Field(default=32, ge=1, description="texts per forward pass")
+    batch_drain_max: int = Field(
+        default=8,
+        ge=0,
+        description="texts an inference worker takes from the queue at once (whole requests, at least "
+        "one): small drains keep waits even under load; 0=everything queued (raise it on a GPU)",
+    )
     inference_workers: int = Field(
         default=0,
         ge=0,
