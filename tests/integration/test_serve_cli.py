@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,40 @@ def _readiness_until_ready(base_url: str, process: subprocess.Popen[str]) -> lis
             statuses.append(httpx.get(f"{base_url}/readyz", timeout=5).status_code)
         time.sleep(0.02)
     return statuses
+
+
+def _connections_per_listening_process(parent: int, port: int) -> list[int]:
+    """Once every process of `textguard serve --workers N` listens on a socket of its own, open 32
+    connections at once and count those each process accepted."""
+    import psutil
+
+    def listening() -> dict[int, set[int]]:
+        sockets: dict[int, set[int]] = {}
+        for child in psutil.Process(parent).children():
+            for connection in child.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
+                    inode = os.stat(f"/proc/{child.pid}/fd/{connection.fd}").st_ino
+                    sockets.setdefault(child.pid, set()).add(inode)
+        return sockets
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while len(sockets := listening()) < 2 or len(set.union(*sockets.values())) < 2:
+        assert time.monotonic() < deadline, f"not every process listens on a socket of its own: {sockets}"
+        time.sleep(0.1)
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(32)]
+    try:
+        time.sleep(0.5)  # accepted by then
+        return [
+            sum(
+                1
+                for connection in psutil.Process(pid).net_connections(kind="tcp")
+                if connection.status == psutil.CONN_ESTABLISHED and connection.laddr.port == port
+            )
+            for pid in sockets
+        ]
+    finally:
+        for client in clients:
+            client.close()
 
 
 def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
@@ -160,9 +195,15 @@ def test_several_workers_share_settings_from_the_environment(tiny_artifact: Path
             httpx.post(f"{base_url}/v1/score", json={"messages": [{"id": "1", "text": "x" * 11}]})
             for _ in range(8)
         ]
+        if sys.platform.startswith("linux"):
+            held = _connections_per_listening_process(process.pid, port)
     finally:
         code, output = _stop(process)
     # Whichever worker answers, it applies the flag given to the parent process.
     assert {response.status_code for response in responses} == {422}
+    if sys.platform.startswith("linux"):
+        # Each process listens on a socket of its own (SO_REUSEPORT): 32 connections opened together
+        # reach both (all on one: odds of 2**-31), where a shared socket gave the first to wake most.
+        assert len(held) == 2 and min(held) > 0 and sum(held) == 32, held
     assert code in (0, -signal.SIGTERM)
     assert output.count('"service starting"') == 2

@@ -65,6 +65,12 @@ def serve(
     host: str | None = typer.Option(None, help="bind address [127.0.0.1]"),
     port: int | None = typer.Option(None, help="TCP port [8000]"),
     workers: int | None = typer.Option(None, help="worker processes, each with its own model [1]"),
+    reuse_port: bool | None = typer.Option(
+        None,
+        "--reuse-port/--no-reuse-port",
+        help="with --workers N: a listening socket per process (SO_REUSEPORT, Linux), so connections "
+        "spread between them [on]",
+    ),
     backend: str | None = typer.Option(None, help="torch or onnx [torch]"),
     quantized: bool | None = typer.Option(
         None, "--quantized/--no-quantized", help="ONNX: use model.int8.onnx"
@@ -258,13 +264,45 @@ def run(settings: Any) -> None:
     with tempfile.TemporaryDirectory(prefix="textguard-serve-") as private:
         # The processes take turns through their first load (one lock file for this server).
         os.environ[startup_turns.ENV] = str(Path(private) / "startup.lock")
-        uvicorn.run(
+        config = uvicorn.Config(
             "textguard.service.asgi:app_from_env",
             factory=True,
             workers=settings.workers,
             **common,
             **uvicorn_options(settings, in_process=False),
         )
+        _run_processes(config, reuse_port=settings.reuse_port)
+
+
+def _run_processes(config: Any, *, reuse_port: bool) -> None:
+    """uvicorn.run's supervisor of `config.workers` processes, each listening on a socket of its own
+    (textguard.service.listeners) unless `reuse_port` is off or the platform cannot spread connections."""
+    import logging
+
+    from uvicorn.supervisors import Multiprocess
+
+    from textguard.service.listeners import ReusePortListener, reuse_port_available
+
+    if not (reuse_port and reuse_port_available()):
+        sock = config.bind_socket()  # one socket shared by every process
+    else:
+        try:
+            sock = ReusePortListener.for_address(config.host, config.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit); each of the %d processes listens on "
+            "a socket of its own (SO_REUSEPORT)",
+            config.host,
+            sock.getsockname()[1],
+            config.workers,
+        )
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
 
 
 def keys_new(

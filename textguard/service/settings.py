@@ -52,6 +52,12 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes (each loads the model)")
+    reuse_port: bool = Field(
+        default=True,
+        description="with several `workers`: each process listens on a socket of its own (SO_REUSEPORT, "
+        "Linux) and the kernel spreads connections between them; off: they share one socket and the "
+        "first to wake accepts every pending connection",
+    )
     backend: Literal["torch", "onnx"] = "torch"
     quantized: bool = Field(default=False, description="ONNX backend: load model.int8.onnx")
     precision: Literal["auto", "fp32", "bf16"] = Field(
