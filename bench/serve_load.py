@@ -31,6 +31,7 @@ on first use). Both get thresholds of 0.9, so the random head's bf16 parity reco
     python bench/serve_load.py --model path/to/artefact --backend onnx --quantized
     python bench/serve_load.py --servers textguard-torch textguard-onnx-int8 naive  # both backends
     python bench/serve_load.py --servers textguard-torch textguard-torch-threads naive  # both layouts
+    python bench/serve_load.py --servers textguard-torch textguard-torch-uncapped --concurrency 32
     python bench/serve_load.py --processes 1 2                 # also `textguard serve --workers 2`
     python bench/serve_load.py --backbone e5                    # the multilingual backbone
 
@@ -266,8 +267,9 @@ def free_port() -> int:
 
 def variant(server: str, args: argparse.Namespace) -> tuple[str, bool]:
     """(backend, quantized) of a textguard server name; plain "textguard" follows --backend/--quantized.
-    A "-threads" suffix: the same server with its forward passes in threads (`--no-inference-processes`)."""
-    server = server.removesuffix("-threads")
+    A "-threads" suffix: the same server with its forward passes in threads (`--no-inference-processes`);
+    "-uncapped": each inference worker takes everything queued (`--batch-drain-max 0`)."""
+    server = server.removesuffix("-threads").removesuffix("-uncapped")
     if server == "textguard":
         return args.backend, args.quantized
     backend = server.removeprefix("textguard-")
@@ -281,6 +283,7 @@ def server_label(server: str, args: argparse.Namespace, processes: int = 1) -> s
     return (
         f"textguard {backend}{' int8' if quantized else ''}"
         + (" (inference threads)" if server.endswith("-threads") else "")
+        + (" (drains uncapped)" if server.endswith("-uncapped") else "")
         + (f", {processes} server processes" if processes > 1 else "")
     )
 
@@ -308,6 +311,8 @@ def start_server(
         command += extra
         if kind.endswith("-threads"):
             command.append("--no-inference-processes")
+        if kind.endswith("-uncapped"):
+            command += ["--batch-drain-max", "0"]
         if processes > 1:
             command += ["--workers", str(processes)]
         if quantized:
@@ -626,6 +631,15 @@ def report(
             f"{cell.messages_per_s / naive.messages_per_s:.2f}x | "
             f"{naive.p99_ms / cell.p99_ms:.2f}x | {naive.cpu_ms_per_message / cell.cpu_ms_per_message:.2f}x |"
         )
+    for cell in cells:
+        # The drain cap against everything queued (`--servers textguard-torch textguard-torch-uncapped`).
+        capped = by_key.get((cell.server.replace(" (drains uncapped)", ""), cell.scenario, cell.concurrency))
+        if " (drains uncapped)" in cell.server and capped is not None and cell.messages_per_s:
+            lines.append(
+                f"{capped.server} against drains uncapped, {cell.scenario}, c={cell.concurrency}: msgs/s "
+                f"{capped.messages_per_s / cell.messages_per_s:.2f}x, p99 {capped.p99_ms:.0f} against "
+                f"{cell.p99_ms:.0f} ms"
+            )
     lines.append("")
     for name, rate in offline.items():
         lines.append(f"Offline `Scorer.predict_proba` ({name}, batch 32, length-sorted): {rate:.1f} msgs/s.")
@@ -700,9 +714,12 @@ def main() -> None:
             "naive",
             "textguard-threads",
             "textguard-torch-threads",
+            "textguard-uncapped",
+            "textguard-torch-uncapped",
         ],
         help="textguard follows --backend/--quantized; the others name their backend; -threads: forward "
-        "passes in threads of the server (--no-inference-processes) instead of worker processes",
+        "passes in threads of the server (--no-inference-processes) instead of worker processes; "
+        "-uncapped: each inference worker takes everything queued (--batch-drain-max 0)",
     )
     parser.add_argument(
         "--mode",
