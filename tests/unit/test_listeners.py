@@ -59,11 +59,17 @@ def test_each_process_listens_on_its_own_socket_and_connections_spread() -> None
     assert min(accepted) > 0, accepted
 
 
-def test_a_port_already_taken_is_one_line_before_any_process_starts() -> None:
+@pytest.mark.parametrize("other_server", ["plain socket", "another reuse-port server"])
+def test_a_port_already_taken_is_one_line_before_any_process_starts(other_server: str) -> None:
+    """Even when the port's owner set SO_REUSEPORT too: a second server must not share its traffic."""
     from textguard.cli.serve import _run_processes
 
-    with socket.socket() as taken:
+    if other_server == "plain socket":
+        taken = socket.socket()
         taken.bind(("127.0.0.1", 0))
+    else:
+        taken = ReusePortListener.for_address("127.0.0.1", 0)
+    with taken:
         taken.listen(1)
         port = taken.getsockname()[1]
         config = uvicorn.Config("textguard.service.asgi:app_from_env", factory=True, workers=2, port=port)
