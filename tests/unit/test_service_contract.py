@@ -596,6 +596,21 @@ def test_a_drain_takes_at_most_drain_max_texts_in_whole_requests(scorer: Scorer)
         loop.close()
 
 
+def test_the_scoring_rate_is_measured_from_full_capped_drains(scorer: Scorer) -> None:
+    """Under a drain cap smaller than a forward batch, a drain of `drain_max` texts is full: it measures
+    the rate (else single-message traffic would never start admission by deadline here)."""
+    batcher = MicroBatcher(
+        lambda: LoadedModel(scorer, "textguard", "v", None), max_batch_size=32, workers=2, drain_max=8
+    )
+    batcher._measure(7, 0.01)  # not full: a forward's latency, not throughput
+    assert not batcher._rate_measured
+    batcher._measure(8, 0.02)
+    assert batcher._rate_measured and batcher.texts_per_second == pytest.approx(400.0)
+    uncapped = MicroBatcher(lambda: LoadedModel(scorer, "textguard", "v", None), max_batch_size=32)
+    uncapped._measure(8, 0.02)
+    assert not uncapped._rate_measured
+
+
 def test_capped_drains_answer_like_one_forward_pass(scorer: Scorer) -> None:
     model = LoadedModel(scorer, "textguard", "v", None)
     batcher = MicroBatcher(lambda: model, max_batch_size=4, workers=2, drain_max=3)

@@ -111,8 +111,8 @@ class MicroBatcher:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         # One worker's recent throughput (texts/s): admission by deadline and Retry-After estimate from
-        # it. Until a drain of a full forward batch has been measured there is no estimate, and requests
-        # are admitted.
+        # it. Until a full drain (`_full_drain`) has been measured there is no estimate, and requests are
+        # admitted.
         self._texts_per_second = 100.0
         self._rate_measured = False
         # Each worker's drain in the forward pass now: its texts and when it started (for the time it
@@ -275,10 +275,13 @@ class MicroBatcher:
         costliest per text) while the busy worker's requesters are about to send their next ones. With no
         other worker busy there is nobody to wait for, and the request is scored at once (so a lone
         request never waits)."""
-        full = min(self.max_batch_size, self.drain_max or self.max_batch_size)
-        if not self._inflight or self._queued_texts >= full or not self.gather_seconds:
+        if not self._inflight or self._queued_texts >= self._full_drain() or not self.gather_seconds:
             return 0.0
         return self._jobs[0].enqueued_at + self.gather_seconds - now
+
+    def _full_drain(self) -> int:
+        """Texts of a full drain: a forward batch, or the drain cap when that is smaller."""
+        return min(self.max_batch_size, self.drain_max or self.max_batch_size)
 
     def _take_share(self) -> list[_Job]:
         """The queued jobs this worker takes (lock held): all of them when no other worker is idle, else
@@ -378,9 +381,11 @@ class MicroBatcher:
             self.metrics.inference_seconds.observe(elapsed)
 
     def _measure(self, texts: int, elapsed: float) -> None:
-        """Update the scoring rate from a drain of at least one full forward batch: a smaller one measures
-        a forward's latency rather than throughput (and under load, drains are large)."""
-        if texts < self.max_batch_size:
+        """Update the scoring rate from a full drain (a full forward batch, or `drain_max` texts when that
+        is smaller): a smaller one measures a forward's latency rather than throughput (and under load,
+        drains are full). Counting only drains of a full forward batch, single-message traffic under a
+        cap of 8 would never have measured a rate, and admission by deadline here would never start."""
+        if texts < self._full_drain():
             return
         rate = texts / max(elapsed, 1e-6)
         if self._rate_measured:
