@@ -63,9 +63,8 @@ def _connections_per_listening_process(parent: int, port: int) -> list[int]:
     while len(sockets := listening()) < 2 or len(set.union(*sockets.values())) < 2:
         assert time.monotonic() < deadline, f"not every process listens on a socket of its own: {sockets}"
         time.sleep(0.1)
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(32)]
-    try:
-        time.sleep(0.5)  # accepted by then
+
+    def accepted() -> list[int]:
         return [
             sum(
                 1
@@ -74,6 +73,13 @@ def _connections_per_listening_process(parent: int, port: int) -> list[int]:
             )
             for pid in sockets
         ]
+
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(32)]
+    try:
+        deadline = time.monotonic() + 10  # until the processes have accepted them all (a busy machine)
+        while sum(counts := accepted()) < 32 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return counts
     finally:
         for client in clients:
             client.close()
