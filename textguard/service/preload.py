@@ -45,8 +45,8 @@ def verified_by_parent(model: str) -> bool:
 class Preload:
     """The served model's first load, started before the web stack is imported and the app built (both
     take ~0.5 s of the main thread; e5's load ~2.5 s). A local artefact's checksums are hashed once,
-    beside the load (hashlib releases the GIL: e5's 470 MB take 0.4 s), and the load is handed to the
-    service only once they matched."""
+    beside the load (hashlib releases the GIL: e5's 470 MB took 0.4-0.7 s on the bench machines), and
+    the load is handed to the service only once they matched."""
 
     def __init__(self, settings: Any, directory: Path | None, *, verified: bool = False) -> None:
         """`directory`: a local artefact whose checksums are hashed here, beside the load; None: the
