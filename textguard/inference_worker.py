@@ -59,6 +59,8 @@ class WorkerProcess:
     """The server's handle on one worker: started at once (it imports torch while it waits for `load`)."""
 
     def __init__(self, preimport_torch: bool = True) -> None:
+        #: Whether it imports torch before `load` arrives (for the torch backend).
+        self.preimport_torch = preimport_torch
         ours, theirs = socket.socketpair()
         command = [sys.executable, "-m", __name__, "--fd", str(theirs.fileno())]
         try:
@@ -98,6 +100,14 @@ class WorkerProcess:
         if reply[0] == "error":
             raise remote_error(reply[1], reply[2])
         return list(reply[1])
+
+    def discard(self) -> None:
+        """Kill a worker that was never given a model (started ahead of a decision that went against
+        it): it is importing at most, and would read `stop` only once its imports are done."""
+        with contextlib.suppress(OSError):
+            self.connection.close()
+        self.process.kill()
+        self.process.wait()
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         with contextlib.suppress(OSError):

@@ -175,8 +175,19 @@ def serve(
     ),
 ) -> None:
     flags = {name: value for name, value in locals().items() if value is not None}
-    settings = build_settings(flags)
-    run(settings)
+    from textguard.service.preload import setting_hint, start_first_worker
+
+    early = None
+    if setting_hint(flags, "workers", "1") == "1":  # the processes of --workers N start their own
+        _passive_omp_threads()  # the worker's OpenMP runtime reads it when torch loads
+        early = start_first_worker(flags)
+    try:
+        settings = build_settings(flags)
+    except BaseException:
+        if early is not None:
+            early.discard()
+        raise
+    run(settings, early)
 
 
 def _passive_omp_threads() -> None:
@@ -204,23 +215,27 @@ def build_settings(flags: dict[str, Any]) -> Any:
         raise ConfigError(format_validation_error(exc, "serve settings")) from None
 
 
-def run(settings: Any) -> None:
+def run(settings: Any, early: Any = None) -> None:
+    """Serve with `settings`; `early`: the first inference worker, if `start_first_worker` started one."""
     import os
 
     from textguard.artifact import REMOTE_SCHEMES
-    from textguard.service.preload import VERIFIED_ENV, Preload, on_disk
+    from textguard.service.preload import VERIFIED_ENV, Preload, first_worker_for, on_disk
 
     _passive_omp_threads()  # before the preload thread imports torch
+    early = first_worker_for(settings if settings.workers == 1 else None, early)
     preload = None
     if not settings.model.startswith(REMOTE_SCHEMES):
         directory = Path(settings.model).expanduser()
         if not directory.is_dir():
+            if early is not None:
+                early.discard()
             raise ConfigError(
                 f"model {settings.model!r} is not an artefact directory; give a path, runs:/<id>/model or "
                 "models:/<name>@<alias>"
             )
         if settings.workers == 1:
-            preload = Preload(settings, directory)
+            preload = Preload(settings, directory, first_worker=early)
         else:
             from textguard.spec import load_spec, verify_artifact
 
@@ -230,7 +245,7 @@ def run(settings: Any) -> None:
             # as they were (e5: 0.7 s of CPU each, on the cores the first process needs to get ready).
             os.environ[VERIFIED_ENV] = fingerprint
     elif settings.workers == 1:
-        preload = Preload(settings, None)
+        preload = Preload(settings, None, first_worker=early)
 
     import uvicorn
 
