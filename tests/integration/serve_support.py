@@ -7,15 +7,31 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from textguard.service.connection import uvicorn_options
+from textguard.service.settings import ServiceSettings
 
 START_TIMEOUT_S = 60.0
+
+
+def service_settings(model: Path, tmp_path: Path, **overrides: Any) -> ServiceSettings:
+    """Settings of a test service on `model`: its own SQLite audit store under `tmp_path`, a fixed
+    audit key, no registry polling; `overrides` on top."""
+    values: dict[str, Any] = {
+        "model": str(model),
+        "audit_url": f"sqlite:///{tmp_path / 'audit.db'}",
+        "audit_hash_key": SecretStr("integration"),
+        "model_poll_seconds": 0,
+        **overrides,
+    }
+    return ServiceSettings(**values)
 
 
 def free_port() -> int:

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
-from pydantic import SecretStr
+from serve_support import service_settings
 from typer.testing import CliRunner
 
 from textguard.cli import app
 from textguard.errors import ConfigError
 from textguard.service.preload import Preload, first_worker_for, start_first_worker
-from textguard.service.settings import ServiceSettings
 
 
 def _workers() -> list[psutil.Process]:
@@ -31,23 +29,10 @@ def _workers() -> list[psutil.Process]:
     return found
 
 
-def _settings(model: Path, tmp_path: Path, **overrides: Any) -> ServiceSettings:
-    values: dict[str, Any] = {
-        "model": str(model),
-        "audit_url": f"sqlite:///{tmp_path / 'audit.db'}",
-        "audit_hash_key": SecretStr("test-key"),
-        "model_poll_seconds": 0,
-        "warmup": False,
-        "inference_workers": 1,
-        **overrides,
-    }
-    return ServiceSettings(**values)
-
-
 def test_the_model_loads_in_the_worker_started_first(tiny_artifact: Path, tmp_path: Path) -> None:
     worker = start_first_worker({})
     assert worker is not None and worker.preimport_torch
-    settings = _settings(tiny_artifact, tmp_path)
+    settings = service_settings(tiny_artifact, tmp_path, inference_workers=1, warmup=False)
     adopted = first_worker_for(settings, worker)
     assert adopted is worker
     loaded = Preload(settings, tiny_artifact, first_worker=adopted).loaded.result(timeout=120)
@@ -81,8 +66,8 @@ def test_a_worker_the_settings_do_not_use_is_killed(
 ) -> None:
     monkeypatch.delenv("TEXTGUARD_BACKEND", raising=False)
     for settings in (
-        _settings(tiny_artifact, tmp_path, backend="onnx"),  # started to import torch for nothing
-        _settings(tiny_artifact, tmp_path, inference_processes=False),
+        service_settings(tiny_artifact, tmp_path, backend="onnx"),  # started to import torch for nothing
+        service_settings(tiny_artifact, tmp_path, inference_processes=False),
     ):
         worker = start_first_worker({})
         assert worker is not None

@@ -33,28 +33,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
-from serve_support import Traffic, live_server, wait_for
+from serve_support import Traffic, live_server, service_settings, wait_for
 
 from textguard.artifact import refresh_checksums
 from textguard.errors import ModelLoadError
 from textguard.scorer import Scorer
 from textguard.service.app import create_app
-from textguard.service.settings import ServiceSettings
 from textguard.spec import load_spec, save_spec
 
 WEIGHTS = "model.safetensors"
 BODY = {"messages": [{"id": "m", "text": "see you all at the standup tomorrow"}]}
-
-
-def _settings(artifact: Path, tmp_path: Path, **overrides: Any) -> ServiceSettings:
-    values: dict[str, Any] = {
-        "model": str(artifact),
-        "audit_url": f"sqlite:///{tmp_path / 'audit.db'}",
-        "audit_hash_key": SecretStr("integrity"),
-        "model_poll_seconds": 0,
-    }
-    return ServiceSettings(**{**values, **overrides})
 
 
 def _counter(metrics: str, name: str) -> float:
@@ -128,7 +116,7 @@ def test_a_tampered_artifact_at_start_up_is_refused_and_never_serves(
     tamper(tiny_artifact_copy / name)
     with (
         Records("textguard.service.model") as logs,
-        TestClient(create_app(_settings(tiny_artifact_copy, tmp_path))) as client,
+        TestClient(create_app(service_settings(tiny_artifact_copy, tmp_path))) as client,
     ):
         wait_for(lambda: bool(logs.matching("model load failed")))
         ready = client.get("/readyz")
@@ -235,7 +223,9 @@ def test_code_shipped_in_an_artifact_is_never_run(tiny_artifact_copy: Path, tmp_
 
 @pytest.fixture
 def served_copy(tiny_artifact_copy: Path, tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    with live_server(create_app(_settings(tiny_artifact_copy, tmp_path, model_poll_seconds=0.2))) as base_url:
+    with live_server(
+        create_app(service_settings(tiny_artifact_copy, tmp_path, model_poll_seconds=0.2))
+    ) as base_url:
         yield tiny_artifact_copy, base_url
 
 
@@ -411,7 +401,7 @@ def test_a_model_whose_warm_up_gives_non_finite_scores_is_never_served(
     tiny_artifact_copy: Path, tmp_path: Path
 ) -> None:
     _nan_classifier(tiny_artifact_copy)
-    with TestClient(create_app(_settings(tiny_artifact_copy, tmp_path))) as client:
+    with TestClient(create_app(service_settings(tiny_artifact_copy, tmp_path))) as client:
         wait_for(lambda: "invalid scores" in client.get("/readyz").text)
         assert client.get("/readyz").status_code == 503
         assert client.post("/v1/score", json=BODY).json()["error"]["type"] == "not_ready"
@@ -423,7 +413,7 @@ def test_non_finite_scores_never_become_a_decision(tiny_artifact_copy: Path, tmp
     segment = {"segment_id": "s1", "speaker_id": "a", "text": "hello", "start": 0, "end": 1, "final": True}
     with (
         Records("textguard.service.batcher") as logs,
-        TestClient(create_app(_settings(tiny_artifact_copy, tmp_path, warmup=False))) as client,
+        TestClient(create_app(service_settings(tiny_artifact_copy, tmp_path, warmup=False))) as client,
     ):
         wait_for(lambda: client.get("/readyz").status_code == 200)
         scored = client.post("/v1/score", json=BODY)
@@ -443,7 +433,7 @@ def test_non_finite_scores_never_become_a_decision(tiny_artifact_copy: Path, tmp
 def test_rewriting_the_weights_file_in_place_does_not_change_the_served_model(
     tiny_artifact_copy: Path, tmp_path: Path
 ) -> None:
-    with TestClient(create_app(_settings(tiny_artifact_copy, tmp_path))) as client:
+    with TestClient(create_app(service_settings(tiny_artifact_copy, tmp_path))) as client:
         wait_for(lambda: client.get("/readyz").status_code == 200)
         before = client.post("/v1/score", json=BODY).json()["results"][0]["scores"]
         weights = tiny_artifact_copy / WEIGHTS

@@ -8,33 +8,19 @@ from __future__ import annotations
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
-from pydantic import SecretStr
 from serve_process import serve_process
-from serve_support import live_server
+from serve_support import live_server, service_settings
 
 from textguard.scorer import Scorer
 from textguard.service.app import create_app
 from textguard.service.security import api_key_digest
-from textguard.service.settings import ServiceSettings
 
 BODY = {"messages": [{"id": "m", "text": "see you at the standup"}]}
 REDIS = ("127.0.0.1", 6379)
-
-
-def _settings(artifact: Path, tmp_path: Path, **overrides: Any) -> ServiceSettings:
-    values: dict[str, Any] = {
-        "model": str(artifact),
-        "audit_url": f"sqlite:///{tmp_path / 'audit.db'}",
-        "audit_hash_key": SecretStr("limits"),
-        "model_poll_seconds": 0,
-        **overrides,
-    }
-    return ServiceSettings(**values)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +39,7 @@ def _statuses(base_url: str, forwarded_for: list[str]) -> list[int]:
 def test_rotating_x_forwarded_for_from_an_untrusted_peer_does_not_reset_the_limit(
     tiny_artifact: Path, tmp_path: Path, scorer: Scorer
 ) -> None:
-    settings = _settings(tiny_artifact, tmp_path, rate_limit_per_minute=3)
+    settings = service_settings(tiny_artifact, tmp_path, rate_limit_per_minute=3)
     with live_server(create_app(settings, scorer)) as base_url:
         statuses = _statuses(base_url, [f"203.0.113.{index}" for index in range(6)])
     assert statuses == [200, 200, 200, 429, 429, 429]
@@ -62,7 +48,9 @@ def test_rotating_x_forwarded_for_from_an_untrusted_peer_does_not_reset_the_limi
 def test_a_trusted_proxys_x_forwarded_for_names_the_client(
     tiny_artifact: Path, tmp_path: Path, scorer: Scorer
 ) -> None:
-    settings = _settings(tiny_artifact, tmp_path, rate_limit_per_minute=3, trusted_proxies="127.0.0.0/8")
+    settings = service_settings(
+        tiny_artifact, tmp_path, rate_limit_per_minute=3, trusted_proxies="127.0.0.0/8"
+    )
     with live_server(create_app(settings, scorer)) as base_url:
         distinct = _statuses(base_url, [f"203.0.113.{index}" for index in range(6)])
         same = _statuses(base_url, ["198.51.100.7"] * 4)
@@ -126,7 +114,7 @@ def test_a_redis_that_does_not_answer_falls_back_to_counting_in_process(
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    settings = _settings(
+    settings = service_settings(
         tiny_artifact, tmp_path, rate_limit_per_minute=3, rate_limit_redis_url=f"redis://127.0.0.1:{port}/0"
     )
     with live_server(create_app(settings, scorer)) as base_url:

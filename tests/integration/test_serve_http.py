@@ -14,14 +14,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from pydantic import SecretStr
-from serve_support import live_server
+from serve_support import live_server, service_settings
 
 from textguard.labels import LABELS
 from textguard.scorer import Scorer
 from textguard.service.app import create_app
 from textguard.service.security import api_key_digest
-from textguard.service.settings import ServiceSettings
 
 API_KEY = "tg_integration_key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -42,22 +40,11 @@ PARITY_TEXTS = [
 ]
 
 
-def _settings(artifact: Path, tmp_path: Path, **overrides: Any) -> ServiceSettings:
-    values: dict[str, Any] = {
-        "model": str(artifact),
-        "audit_url": f"sqlite:///{tmp_path / 'audit.db'}",
-        "audit_hash_key": SecretStr("integration"),
-        "model_poll_seconds": 0,
-    }
-    values.update(overrides)
-    return ServiceSettings(**values)
-
-
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One loaded server for the module, with API keys on (its own model load: the real start-up path)."""
     tmp_path = tmp_path_factory.mktemp("serve")
-    settings = _settings(tiny_artifact, tmp_path, api_key_hashes=api_key_digest(API_KEY))
+    settings = service_settings(tiny_artifact, tmp_path, api_key_hashes=api_key_digest(API_KEY))
     with live_server(create_app(settings)) as base_url:
         yield base_url
 
@@ -96,7 +83,7 @@ def test_onnx_backend_matches_torch_over_http(tiny_artifact: Path, tmp_path: Pat
     shutil.copytree(tiny_artifact, artifact)
     export_onnx(artifact, sample_texts=PARITY_TEXTS[:4], publish=False)
     expected = Scorer.from_artifact(artifact).predict_proba(PARITY_TEXTS)
-    with live_server(create_app(_settings(artifact, tmp_path, backend="onnx"))) as base_url:
+    with live_server(create_app(service_settings(artifact, tmp_path, backend="onnx"))) as base_url:
         payloads = asyncio.run(_score_concurrently_open(base_url, PARITY_TEXTS))
         described = httpx.get(f"{base_url}/v1/model").json()
     assert described["backend"] == "onnx"
@@ -172,7 +159,7 @@ def test_keys_are_checked_and_probes_stay_open(server: str) -> None:
 def test_rate_limit_over_http(tiny_artifact: Path, tmp_path: Path) -> None:
     scorer = Scorer.from_artifact(tiny_artifact)
     with live_server(
-        create_app(_settings(tiny_artifact, tmp_path, rate_limit_per_minute=3), scorer)
+        create_app(service_settings(tiny_artifact, tmp_path, rate_limit_per_minute=3), scorer)
     ) as base_url:
         body = {"messages": [{"id": "a", "text": "hello"}]}
         statuses = [httpx.post(f"{base_url}/v1/score", json=body).status_code for _ in range(4)]
@@ -185,7 +172,7 @@ def test_rate_limit_over_http(tiny_artifact: Path, tmp_path: Path) -> None:
 
 def test_overload_is_shed_with_503_and_retry_after(tiny_artifact: Path, tmp_path: Path) -> None:
     scorer = Scorer.from_artifact(tiny_artifact)
-    settings = _settings(tiny_artifact, tmp_path, max_queue=16, max_messages=16, batch_max_size=4)
+    settings = service_settings(tiny_artifact, tmp_path, max_queue=16, max_messages=16, batch_max_size=4)
     body = {"messages": [{"id": str(i), "text": f"message number {i} " * 8} for i in range(12)]}
 
     async def burst(base_url: str) -> list[httpx.Response]:
@@ -208,7 +195,7 @@ def test_graceful_shutdown_answers_requests_in_flight(tiny_artifact: Path, tmp_p
 
     scorer = Scorer.from_artifact(tiny_artifact)
     body = {"messages": [{"id": str(i), "text": f"message {i} " * 20} for i in range(64)]}
-    settings = _settings(tiny_artifact, tmp_path, max_messages=64)
+    settings = service_settings(tiny_artifact, tmp_path, max_messages=64)
     statuses: list[int] = []
 
     async def in_flight(base_url: str) -> None:
