@@ -4,10 +4,12 @@ worker replaced, failed loads leave nothing running, and a server's workers end 
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -240,3 +242,39 @@ def test_a_server_whose_only_worker_died_is_unready_until_the_replacement_is_rea
         while httpx.get(f"{server.url}/readyz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert httpx.post(f"{server.url}/v1/score", json=body).status_code == 200
+
+
+def test_a_swap_to_the_same_tokenizer_file_reuses_the_tokenizer(
+    tiny_artifact: Path, tiny_artifact_copy: Path
+) -> None:
+    """Reading e5's tokenizer holds the interpreter lock for about a second, during which the event loop
+    answers nothing: a swap to a model whose manifest records the same tokenizer.json takes the one
+    already read; another file is read; and the checksums still decide whether the load succeeds."""
+    from textguard.artifact import refresh_checksums
+
+    request = LoadRequest(str(tiny_artifact), OPTIONS, 1, 0)
+    served = ProcessScorer.start(request, tiny_artifact, processes=1)
+    started: list[ProcessScorer] = [served]
+
+    def swap() -> ProcessScorer:
+        scorer = ProcessScorer.start(replace(request, uri=str(tiny_artifact_copy)), tiny_artifact_copy, 1)
+        started.append(scorer)
+        return scorer
+
+    try:
+        assert swap()._tokenizer is served._tokenizer  # another directory, the same tokenizer.json
+        tokenizer_file = tiny_artifact_copy / "tokenizer.json"
+        original = tokenizer_file.read_bytes()
+        tokenizer_file.write_text(json.dumps(json.loads(original), indent=1))  # same tokenizer, new bytes
+        refresh_checksums(tiny_artifact_copy)
+        reread = swap()
+        assert reread._tokenizer is not served._tokenizer
+        np.testing.assert_allclose(reread.predict_proba(TEXTS), served.predict_proba(TEXTS), atol=1e-6)
+        # Bytes that are not the ones the manifest records fail the load, although a tokenizer read
+        # for that checksum is at hand.
+        tokenizer_file.write_bytes(original)
+        with pytest.raises(ModelLoadError, match=r"tokenizer\.json does not match its recorded sha256"):
+            swap()
+    finally:
+        for scorer in started:
+            scorer.close(grace=10)
