@@ -284,10 +284,10 @@ class MicroBatcher:
         return min(self.max_batch_size, self.drain_max or self.max_batch_size)
 
     def _take_share(self) -> list[_Job]:
-        """The queued jobs this worker takes (lock held): all of them when no other worker is idle, else
-        about an even share of the texts (whole jobs, at least one), so a burst is split between idle
-        workers instead of one worker scoring it while the others wait; never more than `drain_max`
-        texts unless one job alone holds more (the module docstring says why)."""
+        """The queued jobs this worker takes (lock held), whole jobs and at least one: at most
+        `drain_max` texts unless one job alone holds more (the module docstring says why), and when other
+        workers are idle about an even share of the texts, so a burst is split between them instead of
+        one worker scoring it while the others wait; with neither limit, everything queued."""
         share = -(-self._queued_texts // (self._idle + 1))
         if self.drain_max:
             share = min(share, self.drain_max)
