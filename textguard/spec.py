@@ -75,9 +75,10 @@ HASH_CHUNK_BYTES = 16 << 20
 
 def sha256_file(path: Path, chunk_size: int = HASH_CHUNK_BYTES) -> str:
     digest = hashlib.sha256()
-    buffer = bytearray(chunk_size)
-    view = memoryview(buffer)
     with path.open("rb", buffering=0) as handle:
+        # No bigger than the file: hashing a small file does not cost 16 MB of memory.
+        buffer = bytearray(max(1, min(chunk_size, os.fstat(handle.fileno()).st_size)))
+        view = memoryview(buffer)
         while size := handle.readinto(buffer):
             digest.update(view[:size])
     return digest.hexdigest()
