@@ -20,36 +20,19 @@ if TYPE_CHECKING:
 
 
 def app_from_env() -> FastAPI:
-    from textguard.service.preload import first_worker_for, start_first_worker
-    from textguard.service.startup_turns import StartupTurn
-
-    # Set only by `textguard serve --workers N`, whose processes take turns through their first load.
-    turn = StartupTurn.from_environment()
-    first = None
-    if turn is not None:
-        turn.acquire_blocking()
-        first = start_first_worker()  # before the settings' 0.3 s import, as `textguard serve` does
-
     from textguard.service.logging import configure_logging
     from textguard.service.settings import ServiceSettings
+    from textguard.service.startup_turns import StartupTurn
 
-    try:
-        settings = ServiceSettings()
-    except BaseException:
-        first_worker_for(None, first)
-        raise
+    settings = ServiceSettings()
     configure_logging(settings.log_level)
+    turn = StartupTurn.from_environment() if settings.workers > 1 else None
     preload = None
-    if turn is not None and settings.workers > 1:
+    if turn is not None:
         from textguard.service.preload import Preload, verified_by_parent
 
-        worker = first_worker_for(settings, first)
-        verified = verified_by_parent(settings.model)
-        preload = Preload(settings, None, verified=verified, first_worker=worker).loaded
-    elif turn is not None:  # not one of several processes after all
-        first_worker_for(None, first)
-        turn.release()
-        turn = None
+        turn.acquire_blocking()
+        preload = Preload(settings, None, verified=verified_by_parent(settings.model)).loaded
 
     from textguard.service.app import create_app
 

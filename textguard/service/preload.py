@@ -3,9 +3,9 @@
 `textguard serve` starts it before it imports the web stack and builds the app; each process of
 `textguard serve --workers N` starts it when its turn to load comes (`textguard.service.asgi`), also
 before the app is built. Either way the inference worker's torch import and the model's load run on
-one core while the web stack imports on the other, instead of one after the other. The first inference
-worker starts earlier still, before the settings are built (`start_first_worker`), since its torch
-import is the longest step of a start.
+one core while the web stack imports on the other, instead of one after the other. A single
+`textguard serve` starts its first inference worker earlier still, before the settings are built
+(`start_first_worker`), since that worker's torch import is the longest step of a start.
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ def start_first_worker(flags: Mapping[str, Any] | None = None) -> WorkerProcess 
     flags or TEXTGUARD_* variables turn inference processes off.
 
     Its torch import (1.3-1.9 s of one core on the bench machines) is the longest step of a start, and
-    the settings' import and validation take the main thread another 0.3 s: started before them, the
-    worker is ready that much sooner (README Performance). `first_worker_for` checks it against the
-    settings once they are built.
+    the settings' import and validation take the main thread another 0.3 s, while the other core is
+    idle: started before them, the worker started 0.2 s sooner (e5, fourteenth session; the ready
+    time moved by less than the machine's noise, README Performance). `first_worker_for` checks it
+    against the settings once they are built.
     """
     flags = flags or {}
     if setting_hint(flags, "inference_processes", "true") in _OFF:
