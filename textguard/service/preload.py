@@ -59,7 +59,7 @@ def setting_hint(flags: Mapping[str, Any], name: str, default: str) -> str:
     return str(value).strip().lower()
 
 
-def start_first_worker(flags: Mapping[str, Any] | None = None) -> WorkerProcess | None:
+def start_first_worker(flags: Mapping[str, Any]) -> WorkerProcess | None:
     """The first inference worker process, started before the settings are built, or None where the
     flags or TEXTGUARD_* variables turn inference processes off.
 
@@ -69,7 +69,6 @@ def start_first_worker(flags: Mapping[str, Any] | None = None) -> WorkerProcess 
     time moved by less than the machine's noise, README Performance). `first_worker_for` checks it
     against the settings once they are built.
     """
-    flags = flags or {}
     if setting_hint(flags, "inference_processes", "true") in _OFF:
         return None
     from textguard.inference_worker import WorkerProcess
@@ -110,8 +109,8 @@ class Preload:
         """`directory`: a local artefact whose checksums are hashed here, beside the load; None: the
         loader checks the model itself (a registry download), unless `verified` says the caller has
         just verified it (`VERIFIED_ENV`). `first_worker`: with `inference_processes`, the first
-        inference worker, started by the caller before this (`early_worker`); one is started here
-        otherwise."""
+        inference worker, started by the caller before this (`start_first_worker`); one is started
+        here otherwise."""
         from concurrent.futures import Future
         from threading import Thread
 
