@@ -492,6 +492,20 @@ def test_rate_limit_answers_429_with_retry_after(serve: Callable[..., Any]) -> N
 # -- the micro-batcher -----------------------------------------------------------------------------------
 
 
+def _score_each_then_stop(batcher: MicroBatcher, texts: list[str]) -> np.ndarray:
+    """Start `batcher`, send every text as a request of its own, all at once, and stop it: the
+    probabilities in text order."""
+    batcher.start()
+    try:
+
+        async def scenario() -> list[np.ndarray]:
+            return list(await asyncio.gather(*(batcher.score([text]) for text in texts)))
+
+        return np.vstack(asyncio.run(scenario()))
+    finally:
+        batcher.stop()
+
+
 def test_batcher_sheds_load_and_keeps_input_order(scorer: Scorer) -> None:
     model = LoadedModel(scorer, "textguard", "v", None)
     batcher = MicroBatcher(lambda: model, max_batch_size=2, max_queue=4)
@@ -523,18 +537,10 @@ def test_two_workers_split_a_burst_and_answer_like_one(scorer: Scorer) -> None:
         workers=2,
         on_worker_start=lambda: seen.append(threading.current_thread().name),
     )
-    batcher.start()
     texts = [f"message {i} " + "word " * (i % 7) for i in range(40)]
-    try:
-
-        async def scenario() -> list[np.ndarray]:
-            return list(await asyncio.gather(*(batcher.score([text]) for text in texts)))
-
-        results = asyncio.run(scenario())
-        assert sorted(seen) == ["textguard-inference-0", "textguard-inference-1"]
-    finally:
-        batcher.stop()
-    np.testing.assert_allclose(np.vstack(results), scorer.predict_proba(texts), atol=1e-5)
+    results = _score_each_then_stop(batcher, texts)
+    assert sorted(seen) == ["textguard-inference-0", "textguard-inference-1"]
+    np.testing.assert_allclose(results, scorer.predict_proba(texts), atol=1e-5)
     assert not batcher.alive and batcher.queue_depth == 0
 
 
@@ -614,17 +620,8 @@ def test_the_scoring_rate_is_measured_from_full_capped_drains(scorer: Scorer) ->
 def test_capped_drains_answer_like_one_forward_pass(scorer: Scorer) -> None:
     model = LoadedModel(scorer, "textguard", "v", None)
     batcher = MicroBatcher(lambda: model, max_batch_size=4, workers=2, drain_max=3)
-    batcher.start()
     texts = [f"message {i} " + "word " * (i % 5) for i in range(25)]
-    try:
-
-        async def scenario() -> list[np.ndarray]:
-            return list(await asyncio.gather(*(batcher.score([text]) for text in texts)))
-
-        results = asyncio.run(scenario())
-    finally:
-        batcher.stop()
-    np.testing.assert_allclose(np.vstack(results), scorer.predict_proba(texts), atol=1e-5)
+    np.testing.assert_allclose(_score_each_then_stop(batcher, texts), scorer.predict_proba(texts), atol=1e-5)
 
 
 def test_a_worker_finishing_its_drain_clears_only_its_own_forward_pass(scorer: Scorer) -> None:
